@@ -1,0 +1,1 @@
+"""Compression (learnable masks, codebooks, ADMM grid pruning) and file exporters/readers."""

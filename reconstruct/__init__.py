@@ -1,0 +1,1 @@
+"""Reconstruction: Gaussian-splat rasterizer backends and trainer, hash-grid NeRF, priors, evaluation."""

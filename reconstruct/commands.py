@@ -1,0 +1,46 @@
+"""CLI surfaces of the reconstruction jobs: train, eval, bench."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from reconstruct.cli import not_built
+
+
+@dataclass
+class TrainCommand:
+    """Reconstruct a scene from a few posed photos (Gaussian splats or hash-grid NeRF)."""
+
+    scene: Path | None = None
+    """Scene folder (Blender, LLFF, COLMAP or nerfstudio layout)."""
+
+    def run(self) -> int:
+        return not_built("`recon train` (the trainer)")
+
+
+@dataclass
+class EvalCommand:
+    """Render the held-out test views of a run and compute PSNR / SSIM / LPIPS."""
+
+    run_dir: Path
+    """Run folder written by `recon train`."""
+    json: bool = False
+    """Print one JSON object instead of a table."""
+
+    def run(self) -> int:
+        return not_built("`recon eval`")
+
+
+@dataclass
+class BenchCommand:
+    """Benchmarks: rasterizer speed, training quality, priors, NeRF, compression."""
+
+    what: Literal["raster", "quality", "priors", "nerf", "compress"]
+    """Which benchmark to run."""
+    json: bool = False
+    """Print one JSON object instead of a table."""
+
+    def run(self) -> int:
+        return not_built(f"`recon bench {self.what}`")

@@ -1,0 +1,1 @@
+"""Reading scenes: Blender, LLFF, COLMAP and nerfstudio formats, sparse-view splits."""

@@ -1,0 +1,1 @@
+"""The viser web viewer: file/run viewer and live training view."""
