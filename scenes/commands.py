@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from reconstruct.cli import not_built
+import tyro
 
 
 @dataclass
 class InfoCommand:
     """Describe a scene: format, frames, image size, sparse-view split, sparse points."""
 
-    scene: Path
-    """Scene folder."""
-    views: int | None = None
-    """Training views (None = every non-test frame)."""
+    scene: tyro.conf.Positional[Path]
+    """Scene folder (Blender, LLFF, COLMAP or nerfstudio layout), or a transforms.json file."""
+    views: int | Literal["all"] | None = None
+    """Training views (all / None = every non-test frame)."""
     downscale: float | None = None
     """Divide image size by this factor."""
     resolution: int | None = None
@@ -24,4 +25,12 @@ class InfoCommand:
     """Print exactly one JSON object."""
 
     def run(self) -> int:
-        return not_built("`recon info`")
+        from scenes.info import print_info
+
+        return print_info(
+            self.scene,
+            views=None if self.views == "all" else self.views,
+            downscale=self.downscale,
+            resolution=self.resolution,
+            as_json=self.json,
+        )

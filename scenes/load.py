@@ -1,0 +1,84 @@
+"""Format detection and the one entry point, ``load_scene``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from scenes.errors import ReconError
+from scenes.types import SceneData, SceneFormat
+
+#: What each format is recognized by, in detection order (shown in the unknown-format error).
+SIGNATURES: tuple[tuple[str, str], ...] = (
+    ("blender", "transforms_train.json"),
+    ("llff", "poses_bounds.npy"),
+    ("nerfstudio", "transforms.json"),
+    ("colmap", "sparse/0/images.bin|.txt"),
+)
+
+
+def detect_format(path: str | Path) -> SceneFormat:
+    """Which reader a scene folder needs: "blender", "llff", "nerfstudio" or "colmap".
+
+    Blender wins over everything (transforms_train.json); LLFF comes before COLMAP because LLFF
+    releases ship a partial sparse/0 (fern has no images.bin). A path to a ``transforms.json``
+    file means nerfstudio. Raises ReconError for a missing folder or an unknown layout.
+    """
+    from scenes.colmap import find_model_dir
+
+    path = Path(path)
+    if path.is_file() and path.suffix == ".json":
+        return "nerfstudio"
+    if not path.exists():
+        raise ReconError(path, "scene folder does not exist")
+    if not path.is_dir():
+        raise ReconError(path, "is not a scene folder")
+    if (path / "transforms_train.json").is_file():
+        return "blender"
+    if (path / "poses_bounds.npy").is_file():
+        return "llff"
+    if (path / "transforms.json").is_file():
+        return "nerfstudio"
+    if find_model_dir(path) is not None:
+        return "colmap"
+    expected = ", ".join(sig for _, sig in SIGNATURES)
+    raise ReconError(path, f"unknown scene format (expected one of: {expected})")
+
+
+def load_scene(
+    path: str | Path,
+    *,
+    views: int | None = None,
+    downscale: float | None = None,
+    resolution: int | None = None,
+    test_every: int = 1,
+) -> SceneData:
+    """Read a scene folder of any supported format into one ``SceneData``.
+
+    ``views``: training views (None = every non-test frame); ``downscale``: divide the
+    full-resolution size by this factor (None = the format's default: full size, or the finest
+    images_N folder LLFF / COLMAP provide); ``resolution``: target width in pixels instead;
+    ``test_every``: Blender only, keep every n-th frame of the test file (1 = all 200).
+    Headers of all images are checked here; pixels load lazily through ``scene.image(i)``.
+    """
+    path = Path(path)
+    fmt = detect_format(path)
+    if test_every < 1:
+        raise ReconError(path, f"test_every must be at least 1, got {test_every}")
+    kwargs = dict(views=views, downscale=downscale, resolution=resolution, test_every=test_every)
+    if fmt == "blender":
+        from scenes.blender import read_blender
+
+        return read_blender(path, **kwargs)
+    if fmt == "llff":
+        from scenes.llff import read_llff
+
+        return read_llff(path, **kwargs)
+    if fmt == "nerfstudio":
+        from scenes.nerfstudio import read_nerfstudio
+
+        if path.is_file():
+            return read_nerfstudio(path.parent, json_path=path, **kwargs)
+        return read_nerfstudio(path, **kwargs)
+    from scenes.colmap import read_colmap
+
+    return read_colmap(path, **kwargs)
