@@ -152,7 +152,7 @@ def rasterize(
 
     bins = bin_tiles(proj.means2d, proj.radii, proj.depths, width, height, TILE_SIZE)
     opac = opacities[None, :].expand(C, N)  # [C, N]
-    if chosen == "reference" or chosen == "cpu":  # TEMP: numba kernel not landed yet
+    if chosen == "reference":
         from reconstruct.raster.reference import composite_reference
 
         images, alphas = composite_reference(
@@ -162,8 +162,8 @@ def rasterize(
         from reconstruct.raster.kernel_cpu import composite_cpu
 
         images, alphas = composite_cpu(
-            proj.means2d, proj.conics, opac, features, bg, bins, width, height, TILE_SIZE,
-            absgrad=absgrad,
+            proj.means2d, proj.conics, opac, features, bg, bins, proj.radii, width, height,
+            TILE_SIZE, absgrad=absgrad,
         )
     if render_mode in ("ED", "RGB+ED"):
         images = torch.cat([images[..., :-1], images[..., -1:] / alphas.clamp(min=1e-10)], dim=-1)

@@ -1,0 +1,238 @@
+"""Numba kernels for tile compositing, forward and backward (float64 inside).
+
+Layout: one prange iteration per (camera, tile). Inside a tile the Gaussians are visited in
+their depth order and each one only touches the pixels of its bounding box (clipped to the
+tile), with per-pixel state (transmittance, done flag, accumulators) in small local arrays.
+
+Every (tile, Gaussian) intersection k owns row k of the gradient buffers, so tiles never
+write to the same memory; the caller sums rows into Gaussians with one ``index_add_``.
+
+Skip rules (identical in both passes): power < 0, power > ln(255 o) (alpha < 1/255 without
+calling exp), then alpha = min(ALPHA_MAX, o exp(-power)) < ALPHA_MIN. A pixel stops at the
+first Gaussian that would bring its transmittance to <= T_MIN; that Gaussian is excluded.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from reconstruct.raster.projection import ALPHA_MAX, ALPHA_MIN, T_MIN
+
+_ALPHA_MAX = float(ALPHA_MAX)
+_ALPHA_MIN = float(ALPHA_MIN)
+_T_MIN = float(T_MIN)
+
+
+@njit(cache=True, inline="always")
+def _pixel_box(mx, my, rx, ry, x0, y0, pw, ph):
+    """Pixel index range [i0, i1) x [j0, j1) inside the tile whose centers lie within the
+    Gaussian's bounding box |px - mx| <= rx, |py - my| <= ry."""
+    j0 = max(int(math.ceil(mx - rx - 0.5)) - x0, 0)
+    j1 = min(int(math.floor(mx + rx - 0.5)) - x0 + 1, pw)
+    i0 = max(int(math.ceil(my - ry - 0.5)) - y0, 0)
+    i1 = min(int(math.floor(my + ry - 0.5)) - y0 + 1, ph)
+    return i0, i1, j0, j1
+
+
+@njit(cache=True, parallel=True)
+def composite_forward(
+    means2d,  # [G, 2] float64, G = C * N
+    conics,  # [G, 3]
+    opacities,  # [G]
+    features,  # [G, D]
+    radii,  # [G, 2] int32
+    offsets,  # [C * th * tw + 1] int64, last entry = M
+    flatten_ids,  # [M] int64
+    width,
+    height,
+    tile_size,
+    tile_width,
+    tile_height,
+    out,  # [C, H, W, D] float64, written
+    T_final,  # [C, H, W] float64, written
+    last_ids,  # [C, H, W] int64, written: last contributing intersection, start - 1 if none
+):
+    D = features.shape[1]
+    n_tiles = offsets.shape[0] - 1
+    per_cam = tile_width * tile_height
+    for t in prange(n_tiles):
+        cam = t // per_cam
+        ty = (t % per_cam) // tile_width
+        tx = t % tile_width
+        x0 = tx * tile_size
+        y0 = ty * tile_size
+        pw = min(tile_size, width - x0)
+        ph = min(tile_size, height - y0)
+        start = offsets[t]
+        end = offsets[t + 1]
+        T = np.ones((ph, pw))
+        acc = np.zeros((ph, pw, D))
+        last = np.full((ph, pw), start - 1, dtype=np.int64)
+        done = np.zeros((ph, pw), dtype=np.bool_)
+        n_done = 0
+        n_pix = ph * pw
+        for k in range(start, end):
+            if n_done == n_pix:
+                break
+            g = flatten_ids[k]
+            mx = means2d[g, 0]
+            my = means2d[g, 1]
+            a = conics[g, 0]
+            b = conics[g, 1]
+            c = conics[g, 2]
+            o = opacities[g]
+            if o < _ALPHA_MIN:
+                continue
+            lim = math.log(255.0 * o)
+            i0, i1, j0, j1 = _pixel_box(mx, my, radii[g, 0], radii[g, 1], x0, y0, pw, ph)
+            for i in range(i0, i1):
+                dy = my - (y0 + i + 0.5)
+                for j in range(j0, j1):
+                    if done[i, j]:
+                        continue
+                    dx = mx - (x0 + j + 0.5)
+                    power = 0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy
+                    if power < 0.0 or power > lim:
+                        continue
+                    alpha = min(_ALPHA_MAX, o * math.exp(-power))
+                    if alpha < _ALPHA_MIN:
+                        continue
+                    next_T = T[i, j] * (1.0 - alpha)
+                    if next_T <= _T_MIN:
+                        done[i, j] = True
+                        n_done += 1
+                        continue
+                    w = alpha * T[i, j]
+                    for d in range(D):
+                        acc[i, j, d] += w * features[g, d]
+                    T[i, j] = next_T
+                    last[i, j] = k
+        for i in range(ph):
+            for j in range(pw):
+                T_final[cam, y0 + i, x0 + j] = T[i, j]
+                last_ids[cam, y0 + i, x0 + j] = last[i, j]
+                for d in range(D):
+                    out[cam, y0 + i, x0 + j, d] = acc[i, j, d]
+
+
+@njit(cache=True, parallel=True)
+def composite_backward(
+    means2d,  # [G, 2] float64
+    conics,  # [G, 3]
+    opacities,  # [G]
+    features,  # [G, D]
+    radii,  # [G, 2] int32
+    backgrounds,  # [C, D] (zeros when there is none)
+    offsets,  # [C * th * tw + 1] int64
+    flatten_ids,  # [M] int64
+    width,
+    height,
+    tile_size,
+    tile_width,
+    tile_height,
+    T_final,  # [C, H, W] from the forward
+    last_ids,  # [C, H, W] from the forward
+    v_out,  # [C, H, W, D] dL/d(composited features, background included)
+    v_alpha_pix,  # [C, H, W] dL/d(pixel alpha)
+    v_means2d,  # [M, 2] written, per intersection
+    v_absgrad,  # [M, 2] written, per intersection: sum over pixels of |dL/d means2d|
+    v_conics,  # [M, 3] written
+    v_opac,  # [M] written
+    v_feat,  # [M, D] written
+):
+    D = features.shape[1]
+    n_tiles = offsets.shape[0] - 1
+    per_cam = tile_width * tile_height
+    for t in prange(n_tiles):
+        cam = t // per_cam
+        ty = (t % per_cam) // tile_width
+        tx = t % tile_width
+        x0 = tx * tile_size
+        y0 = ty * tile_size
+        pw = min(tile_size, width - x0)
+        ph = min(tile_size, height - y0)
+        start = offsets[t]
+        # Per-pixel back-to-front state: T = transmittance after the current Gaussian,
+        # B = color of everything behind it (normalized by T), starting from the background.
+        T = np.empty((ph, pw))
+        B = np.empty((ph, pw, D))
+        last = np.empty((ph, pw), dtype=np.int64)
+        k_max = start - 1
+        for i in range(ph):
+            for j in range(pw):
+                T[i, j] = T_final[cam, y0 + i, x0 + j]
+                last[i, j] = last_ids[cam, y0 + i, x0 + j]
+                k_max = max(k_max, last[i, j])
+                for d in range(D):
+                    B[i, j, d] = backgrounds[cam, d]
+        for k in range(k_max, start - 1, -1):
+            g = flatten_ids[k]
+            mx = means2d[g, 0]
+            my = means2d[g, 1]
+            a = conics[g, 0]
+            b = conics[g, 1]
+            c = conics[g, 2]
+            o = opacities[g]
+            if o < _ALPHA_MIN:
+                continue
+            lim = math.log(255.0 * o)
+            g_mx = 0.0
+            g_my = 0.0
+            g_absx = 0.0
+            g_absy = 0.0
+            g_a = 0.0
+            g_b = 0.0
+            g_c = 0.0
+            g_o = 0.0
+            i0, i1, j0, j1 = _pixel_box(mx, my, radii[g, 0], radii[g, 1], x0, y0, pw, ph)
+            for i in range(i0, i1):
+                py = y0 + i
+                dy = my - (py + 0.5)
+                for j in range(j0, j1):
+                    if k > last[i, j]:
+                        continue
+                    px = x0 + j
+                    dx = mx - (px + 0.5)
+                    power = 0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy
+                    if power < 0.0 or power > lim:
+                        continue
+                    e = math.exp(-power)
+                    raw = o * e
+                    alpha = min(_ALPHA_MAX, raw)
+                    if alpha < _ALPHA_MIN:
+                        continue
+                    one_minus = 1.0 - alpha
+                    T_k = T[i, j] / one_minus  # transmittance in front of Gaussian k
+                    w = alpha * T_k
+                    v_a = 0.0
+                    for d in range(D):
+                        vo = v_out[cam, py, px, d]
+                        f = features[g, d]
+                        v_feat[k, d] += w * vo
+                        v_a += (f - B[i, j, d]) * vo
+                        B[i, j, d] = alpha * f + one_minus * B[i, j, d]
+                    v_a = v_a * T_k + T_final[cam, py, px] / one_minus * v_alpha_pix[cam, py, px]
+                    T[i, j] = T_k
+                    if raw <= _ALPHA_MAX:  # the clamp passes no gradient
+                        g_o += e * v_a
+                        v_power = -alpha * v_a
+                        g_a += 0.5 * dx * dx * v_power
+                        g_b += dx * dy * v_power
+                        g_c += 0.5 * dy * dy * v_power
+                        gx = (a * dx + b * dy) * v_power
+                        gy = (c * dy + b * dx) * v_power
+                        g_mx += gx
+                        g_my += gy
+                        g_absx += abs(gx)
+                        g_absy += abs(gy)
+            v_means2d[k, 0] = g_mx
+            v_means2d[k, 1] = g_my
+            v_absgrad[k, 0] = g_absx
+            v_absgrad[k, 1] = g_absy
+            v_conics[k, 0] = g_a
+            v_conics[k, 1] = g_b
+            v_conics[k, 2] = g_c
+            v_opac[k] = g_o
