@@ -64,6 +64,8 @@ def _read_txt(path: Path) -> tuple[np.ndarray, np.ndarray]:
                 continue
             parts = line.split()
             try:
+                if len(parts) < 8:
+                    raise ValueError("too few fields")
                 xyz.append([float(v) for v in parts[1:4]])
                 rgb.append([int(v) for v in parts[4:7]])
             except (ValueError, IndexError):

@@ -15,7 +15,6 @@ that land outside the source get the background color.
 from __future__ import annotations
 
 import numpy as np
-from scipy.ndimage import map_coordinates
 
 DistortionModel = str  # "pinhole" | "opencv" | "opencv_fisheye"
 
@@ -56,6 +55,8 @@ def undistort_image(
 
     Returns [H, W, C] float32: the view of an ideal pinhole camera with the same K.
     """
+    from scipy.ndimage import map_coordinates  # imported here: scipy.ndimage takes ~0.3 s to import
+
     assert image.ndim == 3 and K.shape == (3, 3), (image.shape, K.shape)
     H, W, C = image.shape
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
