@@ -1,0 +1,258 @@
+"""Viewer pieces without a browser: geometry sent to viser, subsampling, ports, server renders,
+run/file loading, the live-training hook."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reconstruct.splats import SH_C0, Splats
+from scenes.errors import ReconError
+from viewer.demo import demo_scene, front_camera, two_clusters
+from viewer.render import AdaptiveResolution, SplatRenderer, colorize_depth
+from viewer.server import (
+    client_camera,
+    frustum_depth,
+    intrinsics_from_fov,
+    open_viewer,
+    quats_to_rotmats,
+    rotmat_to_wxyz,
+    select_splats,
+    show_splats,
+    splat_covariances,
+    wxyz_to_rotmat,
+)
+
+
+def random_splats(n: int, *, seed: int = 0, sh_degree: int = 0) -> Splats:
+    rng = np.random.default_rng(seed)
+    k = (sh_degree + 1) ** 2 - 1
+    return Splats(
+        means=rng.normal(size=(n, 3)).astype(np.float32),
+        quats=rng.normal(size=(n, 4)).astype(np.float32),
+        log_scales=rng.uniform(-4, -1, (n, 3)).astype(np.float32),
+        opacity_logits=rng.normal(size=n).astype(np.float32),
+        sh0=rng.normal(size=(n, 3)).astype(np.float32),
+        shN=rng.normal(scale=0.1, size=(n, k, 3)).astype(np.float32),
+    )
+
+
+def test_covariance_is_R_S2_Rt():
+    from scipy.spatial.transform import Rotation
+
+    s = random_splats(50)
+    cov = splat_covariances(s)
+    q = s.quats / np.linalg.norm(s.quats, axis=1, keepdims=True)
+    R = Rotation.from_quat(q[:, [1, 2, 3, 0]]).as_matrix()  # scipy is x y z w
+    expected = R @ np.apply_along_axis(np.diag, 1, np.exp(2 * s.log_scales.astype(np.float64))) @ R.transpose(0, 2, 1)
+    np.testing.assert_allclose(cov, expected, rtol=1e-4, atol=1e-9)
+    assert np.allclose(cov, cov.transpose(0, 2, 1))
+    assert (np.linalg.eigvalsh(cov.astype(np.float64)) > 0).all()
+
+
+def test_quaternion_roundtrip():
+    for q in np.random.default_rng(1).normal(size=(20, 4)):
+        R = quats_to_rotmats(q[None])[0]
+        q2 = rotmat_to_wxyz(R)
+        np.testing.assert_allclose(wxyz_to_rotmat(q2), R, atol=1e-9)
+
+
+def test_select_splats_threshold_budget_deterministic():
+    s = random_splats(1000, seed=3)
+    keep = select_splats(s, min_opacity=0.5)
+    assert (s.opacities[keep] >= 0.5).all() and (s.opacities[np.setdiff1d(np.arange(1000), keep)] < 0.5).all()
+    top = select_splats(s, max_count=100)
+    assert len(top) == 100 and np.all(np.diff(top) > 0)
+    np.testing.assert_array_equal(top, select_splats(s, max_count=100))
+    score = s.opacities * np.exp(s.log_scales.astype(np.float64).sum(1) * 2 / 3)
+    assert score[top].min() >= np.sort(score)[-100] - 1e-12  # the 100 most visible
+    both = select_splats(s, max_count=50, min_opacity=0.5)
+    assert len(both) == 50 and set(both) <= set(keep)
+
+
+def test_open_viewer_moves_off_a_taken_port_and_reports_it(capsys):
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen(1)
+    taken = blocker.getsockname()[1]
+    try:
+        viewer = open_viewer(host="127.0.0.1", port=taken)
+        try:
+            assert viewer.port != taken
+            assert f"http://127.0.0.1:{viewer.port}" in capsys.readouterr().out
+            with socket.create_connection(("127.0.0.1", viewer.port), timeout=5):
+                pass  # really listening there
+            handle = show_splats(viewer.server, two_clusters(10), min_opacity=0.5)
+            assert handle.buffer.shape == (10, 8)  # only the 10 opaque red splats went out
+        finally:
+            viewer.stop()
+    finally:
+        blocker.close()
+
+
+def test_client_camera_intrinsics():
+    K = intrinsics_from_fov(np.deg2rad(60.0), 200, 100)
+    assert np.isclose(K[1, 1], 50 / np.tan(np.deg2rad(30.0))) and K[0, 2] == 100 and K[1, 2] == 50
+
+    class Cam:
+        wxyz = rotmat_to_wxyz(front_camera()[:3, :3])
+        position = front_camera()[:3, 3]
+        fov = np.deg2rad(60.0)
+
+    T, K2 = client_camera(Cam, width=200, height=100)
+    np.testing.assert_allclose(T, front_camera(), atol=1e-9)
+    np.testing.assert_allclose(K2, K)
+
+
+def test_frustum_depth_matches_viser_normalization():
+    # viser scales (x, y, z) = (tan(f/2) a, tan(f/2), 1) so that x y z / 3 = scale^3.
+    fov, aspect, scale = 0.9, 1.5, 0.2
+    d = frustum_depth(fov, aspect, scale)
+    y = np.tan(fov / 2) * d
+    assert np.isclose(y * aspect * y * d / 3, scale**3)
+
+
+def test_adaptive_resolution_converges_to_target():
+    res = AdaptiveResolution(target_s=0.2, scale=1.0)
+    for _ in range(20):
+        w, h = res.size(1000, 800)
+        res.record(w * h * 1e-6)  # a renderer costing 1 us per pixel
+    w, h = res.size(1000, 800)
+    assert abs(w * h * 1e-6 - 0.2) / 0.2 < 0.1
+
+
+def test_server_render_uses_view_dependent_sh():
+    """The browser only draws the DC color; the server render adds the SH bands. A degree-1
+    term that turns the red cluster blue when seen along +z must show up there."""
+    base = two_clusters(150, splat_scale=0.08)
+    n = len(base)
+    shN = np.zeros((n, 3, 3), np.float32)
+    C1 = 0.4886025119029199
+    shN[:150, 1] = np.array([-1.0, 0.0, 1.0]) / C1  # band 1, z coefficient: +C1 z sh
+    s = Splats(base.means, base.quats, base.log_scales, base.opacity_logits, base.sh0, shN)
+    K = intrinsics_from_fov(np.deg2rad(50.0), 64, 48)
+    img = SplatRenderer(s)(front_camera(), K, 64, 48)
+    assert img.shape == (48, 64, 3)
+    left, right = img[:, :32], img[:, 32:]
+    blue_left = ((left[..., 2] > 0.6) & (left[..., 0] < 0.4)).sum()
+    green_right = ((right[..., 1] > 0.5) & (right[..., 0] < 0.4)).sum()
+    assert blue_left > 20 and green_right > 20, (blue_left, green_right)
+    dc_only = SplatRenderer(s.with_sh_degree(0))(front_camera(), K, 64, 48)
+    assert ((dc_only[:, :32, 0] > 0.6) & (dc_only[:, :32, 2] < 0.4)).sum() > 20  # red without SH
+
+
+def test_depth_render_and_colorize():
+    s = two_clusters(100, splat_scale=0.08)
+    K = intrinsics_from_fov(np.deg2rad(50.0), 64, 48)
+    depth = SplatRenderer(s)(front_camera(), K, 64, 48, depth=True)
+    valid = np.isfinite(depth)
+    assert valid.sum() > 100 and np.isnan(depth[0, 0])
+    assert np.all(np.abs(depth[valid] - 4.0) < 1.0)  # clusters sit at z = 0, camera at z = -4
+    ramp = np.tile(np.linspace(1.0, 5.0, 32), (4, 1))
+    ramp[0, 0] = np.nan
+    rgb = colorize_depth(ramp)
+    assert rgb[0, 0].tolist() == [0, 0, 0]
+    assert rgb[2, 1, 0] > rgb[2, 1, 2] and rgb[2, -1, 2] > rgb[2, -1, 0]  # near red, far blue
+
+
+def test_load_target_files_and_errors(tmp_path):
+    from pruning.formats import write_splats
+    from viewer.loading import load_target
+
+    s = two_clusters(20)
+    for name in ("a.ply", "a.splat"):
+        write_splats(tmp_path / name, s)
+        t = load_target(tmp_path / name)
+        assert len(t.splats) == 40 and t.scene is None
+        np.testing.assert_allclose(t.splats.means, s.means, atol=1e-5)
+    with pytest.raises(ReconError, match="no such file"):
+        load_target(tmp_path / "missing.ply")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ReconError, match="not a splat file"):
+        load_target(tmp_path / "notes.txt")
+    (tmp_path / "run").mkdir()
+    with pytest.raises(ReconError, match="no splats.ply"):
+        load_target(tmp_path / "run")
+    (tmp_path / "bad.ply").write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 5\n")
+    with pytest.raises(ReconError):
+        load_target(tmp_path / "bad.ply")
+
+
+def test_load_run_folder(tmp_path):
+    from pruning.artifact import CompactSplats, save_artifact
+    from pruning.formats import write_splats
+    from viewer.loading import load_target
+
+    run = tmp_path / "run"
+    run.mkdir()
+    s = two_clusters(20)
+    write_splats(run / "splats.ply", s)
+    t = load_target(run)
+    assert len(t.splats) == 40 and t.compressed is None and t.scene is None
+    save_artifact(run / "compressed", CompactSplats.from_splats(s.subset(np.arange(30))))
+    t = load_target(run)
+    assert len(t.splats) == 40 and len(t.compressed) == 30
+    np.testing.assert_allclose(t.compressed.means, s.means[:30], atol=2e-3)  # fp16 storage
+    (run / "compressed" / "artifact.json").write_text("{")
+    t = load_target(run)
+    assert t.compressed is None and any("compressed" in n for n in t.notes)
+
+
+def test_recon_view_bad_input_is_one_line_exit_1(tmp_path):
+    bad = tmp_path / "bad.ply"
+    bad.write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 5\nproperty float x\nend_header\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "reconstruct.cli", "view", str(bad), "--port", "0"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 1, out
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(bad) in lines[0], out.stderr
+
+
+def test_live_viewer_rate_limit_snapshot_and_pause():
+    import torch
+
+    from viewer.live import LiveConfig, LiveViewer
+
+    viewer = open_viewer(port=0, verbose=False)
+    try:
+        live = LiveViewer(viewer, scene=demo_scene(), config=LiveConfig(every=10, min_interval_s=0.0, text_interval_s=0.0))
+        params = {k: v.clone() for k, v in two_clusters(50).to_params().items()}
+        pushed = []
+        for step in range(35):
+            if live.update(step, params, loss=1.0 / (step + 1), psnr=10.0 + step, n_gaussians=100):
+                pushed.append(step)
+                live.flush()
+        assert pushed == [0, 10, 20, 30]
+        assert live.stats().pushes == 4 and live.gui_step.value == "34"
+        # the snapshot is a copy: changing params after update() does not change what was sent
+        live.update(40, params, 0.1, None, 100)
+        with torch.no_grad():
+            params["means"] += 100.0
+        live.flush()
+        sent = viewer.server.scene._handle_from_node_name["/training/splats"]
+        centers = sent.buffer[:, :3].copy().view(np.float32)
+        assert np.abs(centers).max() < 50.0
+
+        live.pause()
+        done = threading.Event()
+
+        def trainer():
+            live.wait_if_paused()
+            done.set()
+
+        threading.Thread(target=trainer, daemon=True).start()
+        assert not done.wait(0.3)  # held while paused
+        live.resume()
+        assert done.wait(5.0)
+        live.close()
+    finally:
+        viewer.stop()

@@ -1,0 +1,307 @@
+"""Start a viser server and put splats and cameras into its scene.
+
+Functional core in viser's shape: functions take the server (or a handle) and return scene or
+GUI handles; options are keyword-only; array shapes are asserted where they enter.
+Frames follow the project convention: ``T_world_cam`` is an OpenCV camera-to-world matrix
+(x right, y down, z forward), which is also what viser's camera handles use.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from reconstruct.splats import Splats
+
+if TYPE_CHECKING:  # viser is imported lazily: `recon --help` must not pay for it
+    import viser
+
+    from scenes.types import SceneData
+
+TRAIN_COLOR = (40, 110, 255)
+"""Frustum color of training cameras (blue)."""
+TEST_COLOR = (255, 140, 0)
+"""Frustum color of held-out test cameras (orange)."""
+
+
+@dataclass(frozen=True)
+class ViewerHandle:
+    """A running viser server and the address it really listens on."""
+
+    server: "viser.ViserServer"
+    """The viser server; add scene nodes and GUI through it."""
+    host: str
+    """Interface it is bound to."""
+    port: int
+    """Port it is bound to (may differ from the one asked for when that was taken)."""
+
+    @property
+    def url(self) -> str:
+        host = "localhost" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+    def stop(self) -> None:
+        """Shut the server down (closes client connections)."""
+        self.server.stop()
+
+
+def open_viewer(*, host: str = "127.0.0.1", port: int = 8080, verbose: bool = True) -> ViewerHandle:
+    """Start a viser server on ``host:port`` and return its handle.
+
+    viser moves to the next free port when ``port`` is taken (``port=0`` lets the OS pick);
+    the handle and the printed line carry the port actually bound.
+    """
+    import viser
+
+    server = viser.ViserServer(host=host, port=port, verbose=False)
+    server.gui.configure_theme(show_share_button=False, control_width="medium")
+    handle = ViewerHandle(server=server, host=host, port=int(server.get_port()))
+    if verbose:
+        moved = "" if port in (0, handle.port) else f" (port {port} was taken)"
+        print(f"recon view: open {handle.url}{moved}", flush=True)
+    return handle
+
+
+# ----------------------------------------------------------------------------------------------
+# Splats
+
+
+def quats_to_rotmats(quats: np.ndarray) -> np.ndarray:
+    """[N, 4] wxyz quaternions (any norm) -> [N, 3, 3] rotation matrices."""
+    assert quats.ndim == 2 and quats.shape[1] == 4, quats.shape
+    q = quats.astype(np.float64)
+    q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+    w, x, y, z = q.T
+    return np.stack(
+        [
+            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
+            np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
+            np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
+        ],
+        axis=1,
+    )
+
+
+def splat_covariances(splats: Splats) -> np.ndarray:
+    """[N, 3, 3] world covariances R S^2 R^T from the quaternions and log scales."""
+    R = quats_to_rotmats(splats.quats)  # [N, 3, 3]
+    s2 = np.exp(2.0 * splats.log_scales.astype(np.float64))  # [N, 3]
+    return np.einsum("nij,nj,nkj->nik", R, s2, R).astype(np.float32)
+
+
+def select_splats(splats: Splats, *, max_count: int | None = None, min_opacity: float = 0.0) -> np.ndarray:
+    """Deterministic subset for slow clients: indices of splats with opacity >= ``min_opacity``,
+    the ``max_count`` most visible first (opacity x mean cross-section area), in input order.
+
+    Returns an int64 index array into ``splats``.
+    """
+    opacity = splats.opacities
+    keep = np.flatnonzero(opacity >= min_opacity)
+    if max_count is not None and len(keep) > max_count:
+        area = np.exp(splats.log_scales[keep].astype(np.float64).sum(axis=1) * (2.0 / 3.0))
+        score = opacity[keep] * area
+        # Stable sort on the negated score: ties keep input order, so the choice is reproducible.
+        top = np.argsort(-score, kind="stable")[: max(int(max_count), 0)]
+        keep = np.sort(keep[top])
+    return keep.astype(np.int64)
+
+
+def show_splats(
+    server: "viser.ViserServer",
+    splats: Splats,
+    *,
+    name: str = "/splats",
+    max_count: int | None = None,
+    min_opacity: float = 0.0,
+    visible: bool = True,
+) -> "viser.GaussianSplatHandle":
+    """Add (or replace) ``splats`` as a Gaussian-splat node rendered in the browser.
+
+    Colors are the view-independent SH degree-0 term (the browser renderer has no SH);
+    ``max_count`` / ``min_opacity`` thin the set with :func:`select_splats`.
+    """
+    if max_count is not None or min_opacity > 0.0:
+        splats = splats.subset(select_splats(splats, max_count=max_count, min_opacity=min_opacity))
+    n = len(splats)
+    centers = np.ascontiguousarray(splats.means, dtype=np.float32)  # [N, 3]
+    covariances = splat_covariances(splats)  # [N, 3, 3]
+    rgbs = splats.rgb.astype(np.float32)  # [N, 3]
+    opacities = splats.opacities.astype(np.float32).reshape(n, 1)  # [N, 1]
+    return server.scene.add_gaussian_splats(
+        name, centers=centers, covariances=covariances, rgbs=rgbs, opacities=opacities, visible=visible
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Cameras
+
+
+def rotmat_to_wxyz(R: np.ndarray) -> np.ndarray:
+    """[3, 3] rotation -> [4] wxyz unit quaternion (Shepperd's method)."""
+    assert R.shape == (3, 3), R.shape
+    m = R.astype(np.float64)
+    tr = np.trace(m)
+    if tr > 0:
+        s = math.sqrt(tr + 1.0) * 2
+        q = [0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s]
+    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
+        s = math.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2]) * 2
+        q = [(m[2, 1] - m[1, 2]) / s, 0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s]
+    elif m[1, 1] > m[2, 2]:
+        s = math.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2]) * 2
+        q = [(m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s]
+    else:
+        s = math.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1]) * 2
+        q = [(m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s]
+    q = np.asarray(q)
+    return q / np.linalg.norm(q)
+
+
+def wxyz_to_rotmat(wxyz: np.ndarray) -> np.ndarray:
+    """[4] wxyz quaternion -> [3, 3] rotation matrix."""
+    return quats_to_rotmats(np.asarray(wxyz, dtype=np.float64).reshape(1, 4))[0]
+
+
+def vertical_fov(K: np.ndarray, height: int) -> float:
+    """Vertical field of view in radians of pinhole ``K`` [3, 3] for an image ``height`` px tall."""
+    return 2.0 * math.atan(0.5 * height / float(K[1, 1]))
+
+
+def intrinsics_from_fov(fov: float, width: int, height: int) -> np.ndarray:
+    """[3, 3] pinhole K with vertical field of view ``fov`` (radians), square pixels, centered."""
+    f = 0.5 * height / math.tan(0.5 * fov)
+    return np.array([[f, 0.0, 0.5 * width], [0.0, f, 0.5 * height], [0.0, 0.0, 1.0]])
+
+
+def camera_thumbnail(image: np.ndarray, *, max_side: int = 160) -> np.ndarray:
+    """[H, W, 3] float image in [0, 1] -> uint8 image whose longer side is at most ``max_side``
+    (block-average downscale; keeps frustum textures small on the wire)."""
+    assert image.ndim == 3 and image.shape[2] == 3, image.shape
+    h, w = image.shape[:2]
+    f = max(1, int(math.ceil(max(h, w) / max_side)))
+    hh, ww = h // f * f, w // f * f
+    small = image[:hh, :ww].reshape(hh // f, f, ww // f, f, 3).mean(axis=(1, 3))
+    return (np.clip(small, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def scene_extent(scene: "SceneData") -> float:
+    """Rough size of the scene: spread of the camera centers (or of near/far when they coincide)."""
+    centers = scene.T_world_cam[:, :3, 3]
+    spread = float(np.linalg.norm(centers.max(axis=0) - centers.min(axis=0))) if len(centers) else 0.0
+    return spread if spread > 1e-6 else max(float(scene.far - scene.near), 1.0)
+
+
+def default_frustum_scale(scene: "SceneData") -> float:
+    """Default frustum size for ``scene``: a small fraction of its extent."""
+    return 0.04 * scene_extent(scene)
+
+
+def frustum_depth(fov: float, aspect: float, scale: float) -> float:
+    """Apex-to-image distance of a viser frustum: viser normalizes the frustum to a fixed volume
+    (x * y * z / 3 = scale^3, with x = tan(fov / 2) * aspect, y = tan(fov / 2), z = 1) first."""
+    y = math.tan(0.5 * fov)
+    return scale / (y * y * aspect / 3.0) ** (1.0 / 3.0)
+
+
+def show_cameras(
+    server: "viser.ViserServer",
+    scene: "SceneData",
+    *,
+    name: str = "/cameras",
+    with_images: bool = True,
+    frustum_scale: float | None = None,
+    visible: bool = True,
+) -> list["viser.CameraFrustumHandle"]:
+    """Training cameras as blue frustums showing their images, test cameras as orange frustums.
+
+    Returns the frustum handles (train first); toggle ``.visible`` on them to show/hide.
+    """
+    assert scene.T_world_cam.shape == (scene.n_frames, 4, 4), scene.T_world_cam.shape
+    assert scene.Ks.shape == (scene.n_frames, 3, 3), scene.Ks.shape
+    scale = frustum_scale if frustum_scale is not None else default_frustum_scale(scene)
+    aspect = scene.width / scene.height
+    handles = []
+    for group, ids, color in (("train", scene.train_ids, TRAIN_COLOR), ("test", scene.test_ids, TEST_COLOR)):
+        for i in ids:
+            T = scene.T_world_cam[i]
+            image = None
+            if with_images and group == "train" and scene.loader is not None:
+                image = camera_thumbnail(scene.image(i))
+            handles.append(
+                server.scene.add_camera_frustum(
+                    f"{name}/{group}/{i:04d}",
+                    fov=vertical_fov(scene.Ks[i], scene.height),
+                    aspect=aspect,
+                    scale=scale,
+                    thickness=0.04 * scale,
+                    color=color,
+                    image=image,
+                    wxyz=rotmat_to_wxyz(T[:3, :3]),
+                    position=T[:3, 3],
+                    visible=visible,
+                    cast_shadow=False,
+                    receive_shadow=False,
+                )
+            )
+    return handles
+
+
+def set_initial_view(
+    server: "viser.ViserServer",
+    T_world_cam: np.ndarray,
+    K: np.ndarray,
+    height: int,
+    *,
+    look_distance: float = 1.0,
+    up_world: np.ndarray | None = None,
+) -> None:
+    """Start new clients at camera ``T_world_cam`` [4, 4] (OpenCV) with intrinsics ``K`` [3, 3].
+
+    The orbit center is ``look_distance`` along the optical axis; ``up_world`` (default: the
+    camera's own up, -y) becomes the scene's up direction so orbiting feels natural.
+    """
+    assert T_world_cam.shape == (4, 4) and K.shape == (3, 3), (T_world_cam.shape, K.shape)
+    R, t = T_world_cam[:3, :3], T_world_cam[:3, 3]
+    up = -R[:, 1] if up_world is None else np.asarray(up_world, dtype=np.float64)
+    up = up / max(np.linalg.norm(up), 1e-12)
+    server.scene.set_up_direction(tuple(float(v) for v in up))
+    server.initial_camera.position = tuple(float(v) for v in t)
+    server.initial_camera.look_at = tuple(float(v) for v in t + R[:, 2] * look_distance)
+    server.initial_camera.up = tuple(float(v) for v in -R[:, 1])
+    server.initial_camera.fov = vertical_fov(K, height)
+
+
+def initial_view_from_scene(server: "viser.ViserServer", scene: "SceneData", *, center: np.ndarray | None = None) -> None:
+    """Initial view = first training camera, looking at the scene center (``center`` [3], default
+    the point on its optical axis closest to the other cameras' axes; else mid-depth)."""
+    i = scene.train_ids[0] if scene.train_ids else 0
+    T = scene.T_world_cam[i]
+    forward = T[:3, 2]
+    if center is None:
+        distance = 0.5 * (scene.near + scene.far)
+    else:
+        distance = float(np.dot(np.asarray(center, dtype=np.float64) - T[:3, 3], forward))
+        if not np.isfinite(distance) or distance <= 1e-6:
+            distance = 0.5 * (scene.near + scene.far)
+    ups = -scene.T_world_cam[list(scene.train_ids) or [i], :3, 1]
+    up = ups.mean(axis=0)
+    if np.linalg.norm(up) < 1e-3:  # cameras all around with no agreement: keep the first one's
+        up = -T[:3, 1]
+    # Step just past the camera's own frustum (see show_cameras), or its image would fill the
+    # whole first view.
+    depth = frustum_depth(vertical_fov(scene.Ks[i], scene.height), scene.width / scene.height, default_frustum_scale(scene))
+    step = min(1.2 * depth, 0.5 * distance)
+    T = T.copy()
+    T[:3, 3] += forward * step
+    set_initial_view(server, T, scene.Ks[i], scene.height, look_distance=distance - step, up_world=up)
+
+
+def client_camera(camera: "viser.CameraHandle", *, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """A connected client's current view as (T_world_cam [4, 4] OpenCV, K [3, 3]) at width x height."""
+    T = np.eye(4)
+    T[:3, :3] = wxyz_to_rotmat(np.asarray(camera.wxyz))
+    T[:3, 3] = np.asarray(camera.position)
+    return T, intrinsics_from_fov(float(camera.fov), width, height)
