@@ -114,6 +114,7 @@ def read_colmap(
         rec = pycolmap.Reconstruction(str(model_dir))
     except Exception as err:  # pycolmap raises plain ValueError/RuntimeError with C++ context
         msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        msg = msg if len(msg) <= 160 else msg[:157] + "..."
         raise ReconError(model_dir, f"cannot read COLMAP model ({msg})") from None
     cameras_file = next((model_dir / n for n in ("cameras.bin", "cameras.txt") if (model_dir / n).is_file()), model_dir)
     images = sorted((im for im in rec.images.values() if im.has_pose), key=lambda im: im.name)
@@ -137,8 +138,10 @@ def read_colmap(
     (full_w, full_h) = sizes.pop()
 
     T_orig_cam = np.stack([np.linalg.inv(np.vstack([im.cam_from_world().matrix(), [0, 0, 0, 1]])) for im in images])
-    images_file = next(model_dir / n for n in ("images.bin", "images.txt") if (model_dir / n).is_file())
-    check_poses(T_orig_cam, images_file, names=[im.name for im in images])
+    # COLMAP >= 3.12 keeps poses in frames.bin/.txt (rig frames); older models in images.bin/.txt
+    pose_names = ("frames.bin", "frames.txt", "images.bin", "images.txt")
+    pose_file = next(model_dir / n for n in pose_names if (model_dir / n).is_file())
+    check_poses(T_orig_cam, pose_file, names=[im.name for im in images])
 
     folders = image_folders(root)
     if not folders:
