@@ -152,7 +152,6 @@ def read_colmap(
     paths = [folder / im.name for im in images]
     source_size = uniform_size(paths)
     resample = plan_resample(folder, full_size=(full_w, full_h), folder_factor=f, source_size=source_size, factor=factor, resolution=resolution)
-    Ks_source = scale_intrinsics(Ks_full_arr, source_size[0] / full_w, source_size[1] / full_h)
     w, h = resample.target_size
     Ks = scale_intrinsics(Ks_full_arr, w / full_w, h / full_h)
 
@@ -190,5 +189,5 @@ def read_colmap(
         points=points,
         point_colors=colors,
         downscale=resample.downscale,
-        loader=FrameLoader(paths, resample, Ks_source=Ks_source, coeffs=coeffs_arr, model=model),
+        loader=FrameLoader(paths, resample, Ks=Ks, coeffs=coeffs_arr, model=model),
     )

@@ -172,15 +172,19 @@ class FrameLoader:
         resample: Resample,
         *,
         background: tuple[float, float, float] = (0.0, 0.0, 0.0),
-        Ks_source: np.ndarray | None = None,
+        Ks: np.ndarray | None = None,
         coeffs: np.ndarray | None = None,
         model: str = "pinhole",
     ) -> None:
-        """``Ks_source`` [F, 3, 3] and ``coeffs`` [F, 6] describe the stored images (for undistortion)."""
+        """``Ks`` [F, 3, 3] at the served size and ``coeffs`` [F, 6] describe the lens (for undistortion).
+
+        Images are resized first and undistorted at the served size (as nerfstudio does with its
+        images_N folders): the warp is smooth, and remapping the small image is much cheaper.
+        """
         self.paths = tuple(paths)
         self.resample = resample
         self.background = background
-        self.Ks_source = Ks_source
+        self.Ks = Ks
         self.coeffs = coeffs
         self.model = model
 
@@ -190,8 +194,8 @@ class FrameLoader:
         if (img.shape[1], img.shape[0]) != self.resample.source_size:
             w, h = self.resample.source_size
             raise ReconError(path, f"image is {img.shape[1]}x{img.shape[0]}, expected {w}x{h}")
-        if self.coeffs is not None and self.Ks_source is not None and needs_undistortion(self.coeffs[i], self.model):
-            img = undistort_image(img, self.Ks_source[i], self.coeffs[i], self.model, fill=self.background)
         if self.resample.resized:
             img = box_resize(img, self.resample.target_size)
+        if self.coeffs is not None and self.Ks is not None and needs_undistortion(self.coeffs[i], self.model):
+            img = undistort_image(img, self.Ks[i], self.coeffs[i], self.model, fill=self.background)
         return np.clip(img, 0.0, 1.0).astype(np.float32, copy=False)

@@ -47,14 +47,14 @@ def detect_format(path: str | Path) -> SceneFormat:
 def load_scene(
     path: str | Path,
     *,
-    views: int | None = None,
+    views: int | str | None = None,
     downscale: float | None = None,
     resolution: int | None = None,
     test_every: int = 1,
 ) -> SceneData:
     """Read a scene folder of any supported format into one ``SceneData``.
 
-    ``views``: training views (None = every non-test frame); ``downscale``: divide the
+    ``views``: training views (None or "all" = every non-test frame); ``downscale``: divide the
     full-resolution size by this factor (None = the format's default: full size, or the finest
     images_N folder LLFF / COLMAP provide); ``resolution``: target width in pixels instead;
     ``test_every``: Blender only, keep every n-th frame of the test file (1 = all 200).
@@ -62,6 +62,10 @@ def load_scene(
     """
     path = Path(path)
     fmt = detect_format(path)
+    if isinstance(views, str):
+        if views != "all":
+            raise ReconError(path, f"--views must be a number or 'all', got {views!r}")
+        views = None
     if test_every < 1:
         raise ReconError(path, f"test_every must be at least 1, got {test_every}")
     kwargs = dict(views=views, downscale=downscale, resolution=resolution, test_every=test_every)

@@ -165,7 +165,6 @@ def read_nerfstudio(
     source_size = uniform_size(paths)
     folder = paths[0].parent
     resample = plan_resample(folder, full_size=(full_w, full_h), folder_factor=f, source_size=source_size, factor=factor, resolution=resolution)
-    Ks_source = scale_intrinsics(Ks_full, source_size[0] / full_w, source_size[1] / full_h)
     w, h = resample.target_size
     Ks = scale_intrinsics(Ks_full, w / full_w, h / full_h)
 
@@ -206,5 +205,5 @@ def read_nerfstudio(
         points=points,
         point_colors=colors,
         downscale=resample.downscale,
-        loader=FrameLoader(paths, resample, Ks_source=Ks_source, coeffs=coeffs, model=model),
+        loader=FrameLoader(paths, resample, Ks=Ks, coeffs=coeffs, model=model),
     )

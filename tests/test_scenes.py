@@ -176,16 +176,17 @@ def test_colmap_downscaled_folder_and_simple_radial(tmp_path):
     assert scene.distortion is None  # k = 0: nothing to undistort
 
 
-def test_colmap_opencv_distortion_is_undistorted_like_pycolmap(tmp_path):
+@pytest.mark.parametrize("downscale", [1, 2])
+def test_colmap_opencv_distortion_is_undistorted_like_pycolmap(tmp_path, downscale):
     import pycolmap
 
-    params = (20.0, 21.0, 16.0, 12.0, -0.15, 0.03, 0.002, -0.003)
-    write_colmap(tmp_path, n=2, size=(32, 24), model="OPENCV", params=params, n_points=0)
-    cam = pycolmap.Camera.create_from_model_name(1, "OPENCV", 20.0, 32, 24)
+    params = (40.0, 42.0, 32.0, 24.0, -0.15, 0.03, 0.002, -0.003)
+    write_colmap(tmp_path, n=2, size=(64, 48), model="OPENCV", params=params, n_points=0)
+    cam = pycolmap.Camera.create_from_model_name(1, "OPENCV", 40.0, 64, 48)
     cam.params = list(params)
     # Distorted image of a smooth pattern f(x, y) on the ideal image plane, using COLMAP's own undistortion.
-    u, v = np.meshgrid(np.arange(32) + 0.5, np.arange(24) + 0.5)
-    xy = cam.cam_from_img(np.stack([u.ravel(), v.ravel()], 1)).reshape(24, 32, 2)
+    u, v = np.meshgrid(np.arange(64) + 0.5, np.arange(48) + 0.5)
+    xy = cam.cam_from_img(np.stack([u.ravel(), v.ravel()], 1)).reshape(48, 64, 2)
 
     def pattern(x, y):
         return 0.5 + 0.4 * np.sin(2.5 * x) * np.cos(2.0 * y)
@@ -195,14 +196,16 @@ def test_colmap_opencv_distortion_is_undistorted_like_pycolmap(tmp_path):
 
     for i in range(2):
         Image.fromarray(np.repeat((distorted * 255).round().astype(np.uint8)[..., None], 3, 2)).save(tmp_path / "images" / f"frame_{i:03d}.png")
-    scene = load_scene(tmp_path)
-    assert scene.camera_model == "opencv"
+    scene = load_scene(tmp_path, downscale=downscale)
+    assert scene.camera_model == "opencv" and scene.width == 64 // downscale
     np.testing.assert_allclose(scene.distortion[0], [-0.15, 0.03, 0.002, -0.003, 0, 0])
-    ideal = pattern((u - 16) / 20, (v - 12) / 21)
+    d = downscale
+    us, vs = u[::d, ::d] + (d - 1) / 2, v[::d, ::d] + (d - 1) / 2  # served pixel centers in source pixels
+    ideal = pattern((us - 32) / 40, (vs - 24) / 42)
     out = scene.image(0)[..., 0]
-    inner = np.s_[3:-3, 3:-3]
+    inner = np.s_[4 // d : -4 // d, 4 // d : -4 // d]
     err_ours = np.abs(out[inner] - ideal[inner]).max()
-    err_raw = np.abs(distorted[inner] - ideal[inner]).max()
+    err_raw = np.abs(distorted[::d, ::d][inner] - ideal[inner]).max()
     assert err_ours < 0.01 and err_raw > 5 * err_ours, (err_ours, err_raw)
 
 
