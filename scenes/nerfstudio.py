@@ -5,10 +5,12 @@ instant-ngp's ``camera_angle_x`` / ``camera_angle_y``), ``camera_model`` OPENCV 
 ``k1 k2 k3 k4 p1 p2``) or OPENCV_FISHEYE (``k1..k4``); distorted images are undistorted on load.
 Poses (``transform_matrix``) are OpenGL camera-to-world and flipped to OpenCV. ``file_path`` is
 relative to the JSON; frames are ordered by it. A downscale of N reads ``images_N/`` in place
-of ``images/`` when that folder exists. ``applied_transform`` (the transform nerfstudio already
-applied to the COLMAP poses) is applied to the points of ``ply_file_path``, which are stored in
-the untransformed frame. instant-ngp's ``aabb_scale`` is ignored. Normalization: center on the
-mean camera center, farthest camera on the unit sphere (as for COLMAP).
+of ``images/`` when that folder exists. instant-ngp's ``aabb_scale`` is ignored.
+Sparse points: ``ply_file_path`` is already in the JSON's frame (ns-process-data applies its
+``applied_transform`` before writing the ply); without it, COLMAP points left by ns-process-data
+in colmap/sparse/0 are in COLMAP's frame and are mapped with ``applied_transform`` (or, when
+the key is missing, the fixed axis swap older nerfstudio versions used, as nerfstudio does).
+Normalization: center on the mean camera center, farthest camera on the unit sphere (as COLMAP).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 
 from scenes.blender import frame_image_path, load_json
 from scenes.colmap import near_far_from_points
+from scenes.colmap_points import find_points_file, read_points3d
 from scenes.errors import ReconError
 from scenes.geometry import center_and_scale, check_poses, opengl_to_opencv, scale_intrinsics, transform_points, transform_poses
 from scenes.images import (
@@ -34,6 +37,9 @@ from scenes.images import (
 )
 from scenes.splits import holdout_split
 from scenes.types import SceneData
+
+#: COLMAP -> transforms.json axes that nerfstudio assumes for data written before "applied_transform" existed.
+LEGACY_APPLIED_TRANSFORM = ((0.0, 1.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0), (0.0, 0.0, -1.0, 0.0))
 
 _MODELS = {
     "OPENCV": "opencv",
@@ -173,12 +179,13 @@ def read_nerfstudio(
     points = colors = None
     if "ply_file_path" in meta:
         xyz, colors = _read_ply_points(path.parent / str(meta["ply_file_path"]))
-        if "applied_transform" in meta:
-            A = np.asarray(meta["applied_transform"], dtype=np.float64)
-            if A.shape != (3, 4) or not np.isfinite(A).all():
-                raise ReconError(path, "applied_transform must be a finite 3x4 matrix")
-            xyz = xyz @ A[:, :3].T + A[:, 3]
         points = transform_points(T_world_orig, xyz)
+    elif (colmap_points := find_points_file(path.parent / "colmap")) is not None:
+        xyz, colors = read_points3d(colmap_points)
+        A = np.asarray(meta.get("applied_transform", LEGACY_APPLIED_TRANSFORM), dtype=np.float64)
+        if A.shape != (3, 4) or not np.isfinite(A).all():
+            raise ReconError(path, "applied_transform must be a finite 3x4 matrix")
+        points = transform_points(T_world_orig, xyz @ A[:, :3].T + A[:, 3])
     near, far = near_far_from_points(T_world_cam, points)
 
     try:

@@ -283,11 +283,25 @@ def test_nerfstudio_distortion_models(tmp_path, model):
     assert np.abs(img[6, 7] - src[6, 7]).max() < 0.05
 
 
-def test_nerfstudio_applied_transform_moves_ply_points(tmp_path):
+def test_nerfstudio_ply_points_are_in_the_json_frame(tmp_path):
     pts = np.random.default_rng(0).normal(size=(20, 3))
-    A = np.array([[0.0, 1.0, 0.0, 0.5], [1.0, 0.0, 0.0, -1.0], [0.0, 0.0, -1.0, 2.0]])
-    write_nerfstudio(tmp_path, n=3, ply_points=pts, applied_transform=A)
+    A = np.array([[1.0, 0.0, 0.0, 0.5], [0.0, 0.0, 1.0, -1.0], [0.0, -1.0, 0.0, 2.0]])
+    write_nerfstudio(tmp_path, n=3, ply_points=pts, applied_transform=A)  # ply already transformed
     scene = load_scene(tmp_path)
-    expect = transform_points(scene.T_world_orig, pts.astype(np.float32) @ A[:, :3].T + A[:, 3])
-    np.testing.assert_allclose(scene.points, expect, atol=1e-5)
+    np.testing.assert_allclose(scene.points, transform_points(scene.T_world_orig, pts.astype(np.float32)), atol=1e-5)
     assert scene.has_points and (scene.point_colors[:, 0] == 10).all()
+
+
+@pytest.mark.parametrize("with_key", [True, False])
+def test_nerfstudio_colmap_points_get_applied_transform(tmp_path, with_key):
+    from scene_fixtures import write_colmap_points_txt
+
+    from scenes.nerfstudio import LEGACY_APPLIED_TRANSFORM
+
+    pts = np.random.default_rng(1).normal(size=(15, 3))
+    A = np.array([[1.0, 0.0, 0.0, 0.5], [0.0, 0.0, 1.0, -1.0], [0.0, -1.0, 0.0, 2.0]])
+    write_nerfstudio(tmp_path, n=3, applied_transform=A if with_key else None)
+    write_colmap_points_txt(tmp_path / "colmap" / "sparse" / "0" / "points3D.txt", pts)
+    scene = load_scene(tmp_path)
+    A = A if with_key else np.array(LEGACY_APPLIED_TRANSFORM)
+    np.testing.assert_allclose(scene.points, transform_points(scene.T_world_orig, pts @ A[:, :3].T + A[:, 3]), atol=1e-9)
