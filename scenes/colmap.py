@@ -151,7 +151,9 @@ def read_colmap(
     folder = folders[f]
     paths = [folder / im.name for im in images]
     source_size = uniform_size(paths)
-    resample = plan_resample(folder, full_size=(full_w, full_h), folder_factor=f, source_size=source_size, factor=factor, resolution=resolution)
+    resample = plan_resample(
+        folder, full_size=(full_w, full_h), folder_factor=f, source_size=source_size, factor=factor, resolution=resolution
+    )
     w, h = resample.target_size
     Ks = scale_intrinsics(Ks_full_arr, w / full_w, h / full_h)
 

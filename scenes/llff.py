@@ -94,7 +94,9 @@ def read_llff(
     if len(paths) != n:
         raise ReconError(folder, f"has {len(paths)} images but poses_bounds.npy has {n} poses")
     source_size = uniform_size(paths)
-    resample = plan_resample(folder, full_size=full_size, folder_factor=f, source_size=source_size, factor=factor, resolution=resolution)
+    resample = plan_resample(
+        folder, full_size=full_size, folder_factor=f, source_size=source_size, factor=factor, resolution=resolution
+    )
 
     Ks_full = np.zeros((n, 3, 3))
     Ks_full[:, 0, 0] = hwf[:, 2]

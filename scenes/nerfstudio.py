@@ -63,7 +63,9 @@ def _num(d: dict, key: str, default: float | None, path: Path, where: str) -> fl
     return v
 
 
-def _frame_camera(meta: dict, fr: dict, path: Path, where: str, size: tuple[int, int]) -> tuple[tuple[int, int], np.ndarray, np.ndarray, str]:
+def _frame_camera(
+    meta: dict, fr: dict, path: Path, where: str, size: tuple[int, int]
+) -> tuple[tuple[int, int], np.ndarray, np.ndarray, str]:
     """(full size, K [3, 3], coeffs [6], model) of one frame; frame keys override global ones."""
 
     def get(key: str, default: float | None = None) -> float | None:
@@ -170,7 +172,9 @@ def read_nerfstudio(
     paths = [_downscaled_path(p, f) for p in paths1]
     source_size = uniform_size(paths)
     folder = paths[0].parent
-    resample = plan_resample(folder, full_size=(full_w, full_h), folder_factor=f, source_size=source_size, factor=factor, resolution=resolution)
+    resample = plan_resample(
+        folder, full_size=(full_w, full_h), folder_factor=f, source_size=source_size, factor=factor, resolution=resolution
+    )
     w, h = resample.target_size
     Ks = scale_intrinsics(Ks_full, w / full_w, h / full_h)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scene_fixtures import frame_image, write_blender, write_colmap, write_llff, write_nerfstudio
 
-from scenes import ReconError, detect_format, load_scene
+from scenes import detect_format, load_scene
 from scenes.geometry import transform_points, transform_poses
 
 
