@@ -16,17 +16,32 @@ SIGNATURES: tuple[tuple[str, str], ...] = (
 )
 
 
+#: Files that stand for the folder holding them.
+_FOLDER_FILES = ("transforms_train.json", "transforms_test.json", "transforms_val.json", "poses_bounds.npy")
+
+
+def _resolve(path: Path) -> tuple[Path, Path | None]:
+    """(scene folder, nerfstudio JSON file or None) for a folder or a file inside one."""
+    if path.is_file():
+        if path.name in _FOLDER_FILES:
+            return path.parent, None
+        if path.suffix == ".json":
+            return path.parent, path
+    return path, None
+
+
 def detect_format(path: str | Path) -> SceneFormat:
     """Which reader a scene folder needs: "blender", "llff", "nerfstudio" or "colmap".
 
     Blender wins over everything (transforms_train.json); LLFF comes before COLMAP because LLFF
-    releases ship a partial sparse/0 (fern has no images.bin). A path to a ``transforms.json``
-    file means nerfstudio. Raises ReconError for a missing folder or an unknown layout.
+    releases ship a partial sparse/0 (fern has no images.bin). A path to another JSON file
+    means a nerfstudio transforms file; poses_bounds.npy or transforms_train.json stand for
+    their folder. Raises ReconError for a missing folder or an unknown layout.
     """
     from scenes.colmap import find_model_dir
 
-    path = Path(path)
-    if path.is_file() and path.suffix == ".json":
+    path, json_path = _resolve(Path(path))
+    if json_path is not None:
         return "nerfstudio"
     if not path.exists():
         raise ReconError(path, "scene folder does not exist")
@@ -60,8 +75,8 @@ def load_scene(
     ``test_every``: Blender only, keep every n-th frame of the test file (1 = all 200).
     Headers of all images are checked here; pixels load lazily through ``scene.image(i)``.
     """
-    path = Path(path)
-    fmt = detect_format(path)
+    path, json_path = _resolve(Path(path))
+    fmt = detect_format(json_path or path)
     if isinstance(views, str):
         if views != "all":
             raise ReconError(path, f"--views must be a number or 'all', got {views!r}")
@@ -80,9 +95,7 @@ def load_scene(
     if fmt == "nerfstudio":
         from scenes.nerfstudio import read_nerfstudio
 
-        if path.is_file():
-            return read_nerfstudio(path.parent, json_path=path, **kwargs)
-        return read_nerfstudio(path, **kwargs)
+        return read_nerfstudio(path, json_path=json_path, **kwargs)
     from scenes.colmap import read_colmap
 
     return read_colmap(path, **kwargs)

@@ -36,6 +36,8 @@ def _assert_similarity_maps(scene, T_orig_cam: np.ndarray) -> None:
 def test_blender_reads_poses_intrinsics_and_composites_on_white(tmp_path):
     gt = write_blender(tmp_path, n_train=5, n_test=3, size=8, angle_x=0.8)
     assert detect_format(tmp_path) == "blender"
+    assert detect_format(tmp_path / "transforms_test.json") == "blender"
+    assert load_scene(tmp_path / "transforms_train.json").root == tmp_path
     scene = load_scene(tmp_path)
     assert scene.format == "blender" and scene.n_frames == 8
     assert (scene.width, scene.height) == (8, 8)
