@@ -18,7 +18,7 @@ from PIL import Image, UnidentifiedImageError
 from scenes.distortion import needs_undistortion, undistort_image
 from scenes.errors import ReconError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".exr")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _FOLDER_RE = re.compile(r"^images(?:_(\d+))?$")
 
 

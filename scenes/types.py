@@ -51,8 +51,6 @@ class SceneData:
     """Background color for compositing (white for Blender)."""
     distortion: np.ndarray | None = None
     """[F, 6] OpenCV k1 k2 p1 p2 k3 k4 of the source images (images are served undistorted)."""
-    camera_model: str = "pinhole"
-    """Lens model of the source images: "pinhole", "opencv" or "opencv_fisheye" (``distortion``'s meaning)."""
     points: np.ndarray | None = None
     """[P, 3] float64 sparse points from the dataset (normalized world); may see test views."""
     point_colors: np.ndarray | None = None
@@ -62,6 +60,8 @@ class SceneData:
     loader: Callable[[int], np.ndarray] | None = field(default=None, repr=False, compare=False)
     """Loads frame i as [H, W, 3] float32 in [0, 1] at (width, height); readers set it."""
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
+    camera_model: str = "pinhole"
+    """Lens model of the source images: "pinhole", "opencv" or "opencv_fisheye" (``distortion``'s meaning)."""
 
     @property
     def n_frames(self) -> int:
