@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import tyro
+
 from reconstruct.cli import not_built
 
 
@@ -32,14 +34,38 @@ class CompressCommand:
 class ExportCommand:
     """Export a run (or compressed artifact) for players: .ply, compressed .ply, .spz, .splat."""
 
-    run_dir: Path
-    """Run folder written by `recon train` (or `recon compress`)."""
+    run_dir: tyro.conf.Positional[Path]
+    """Run folder written by `recon train`, its compressed/ artifact, or a splat file to convert."""
     format: Literal["ply", "compressed-ply", "spz", "splat", "pointcloud", "mesh"] = "compressed-ply"
     """Output format."""
     out: Path | None = None
     """Output file (default: inside the run folder)."""
     sh_degree: int | None = None
     """Spherical-harmonics degree to keep (default: all the run has)."""
+    source: Literal["auto", "trained", "compressed"] = "auto"
+    """Which splats of a run: auto = RUN/compressed/ when `recon compress` made one, else RUN/splats.ply."""
+    evaluate: bool = True
+    """Render the exported file on the run's test views and report PSNR vs the trained splats."""
+    eval_views: int | None = None
+    """Render at most this many test views for the PSNR report (default: all)."""
+    json: bool = False
+    """Print one JSON object instead of a table."""
 
     def run(self) -> int:
-        return not_built("`recon export`")
+        if self.format in ("pointcloud", "mesh"):
+            try:
+                from reconstruct.nerf.export import export_nerf
+            except ModuleNotFoundError as err:
+                if err.name not in ("reconstruct.nerf", "reconstruct.nerf.export"):
+                    raise
+                return not_built(f"`recon export --format {self.format}`")
+            print(export_nerf(self.run_dir, self.format, self.out))
+            return 0
+        from pruning.export import export_splats, print_report
+
+        report = export_splats(
+            self.run_dir, format=self.format, out=self.out, sh_degree=self.sh_degree, source=self.source,
+            evaluate=self.evaluate, max_views=self.eval_views, progress=not self.json,
+        )
+        print_report(report, json_out=self.json)
+        return 0
