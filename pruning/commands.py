@@ -15,7 +15,7 @@ from reconstruct.cli import not_built
 class CompressCommand:
     """Compress a trained run: learnable masks, codebook quantization, ADMM grid pruning."""
 
-    run_dir: Path
+    run_dir: tyro.conf.Positional[Path]
     """Run folder written by `recon train`."""
     masks: bool = False
     """Fine-tune learnable masks and remove masked Gaussians."""
@@ -25,9 +25,32 @@ class CompressCommand:
     """ADMM saliency-grid pruning (hash-grid NeRF runs)."""
     json: bool = False
     """Print one JSON object instead of a table."""
+    mask_steps: int = 600
+    """Mask fine-tuning steps."""
+    mask_lambda: float = 5e-4
+    """Mask loss weight (higher removes more Gaussians)."""
+    quantize_steps: int = 600
+    """Codebook fine-tuning steps."""
+    color_entries: int = 4096
+    """Entries of each color codebook (sh0 and higher SH bands)."""
+    device: str = "auto"
+    """auto = the accelerator when there is one, else CPU."""
 
     def run(self) -> int:
-        return not_built("`recon compress`")
+        # With no technique named, a splat run gets masks + codebooks and a NeRF run gets ADMM.
+        from pruning.compress import CompressConfig, compress_run, print_report
+        from pruning.quantize import QuantizeConfig
+
+        none = not (self.masks or self.quantize or self.admm)
+        cfg = CompressConfig(
+            masks=self.masks or none, quantize=self.quantize or none, mask_steps=self.mask_steps,
+            mask_lambda=self.mask_lambda, quantize_steps=self.quantize_steps,
+            quant=QuantizeConfig(sh0_entries=self.color_entries, shN_entries=self.color_entries),
+            device=self.device, progress=not self.json,
+        )
+        report = compress_run(self.run_dir, cfg, admm=self.admm, auto=none)
+        print_report(report, json_out=self.json)
+        return 0
 
 
 @dataclass

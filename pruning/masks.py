@@ -143,7 +143,13 @@ class MaskStrategy:
     verbose: bool = False
     """Print one line per removal."""
 
-    def initialize_state(self) -> dict[str, Any]:
+    final_step: int | None = None
+    """Also remove masked Gaussians at this step (the trainer's last), so the saved splats carry no
+    Gaussian whose hard mask is off."""
+    init_logit: float = 2.0
+    """Initial mask logit (sigmoid(2) = 0.88: every Gaussian starts on)."""
+
+    def initialize_state(self, **_: Any) -> dict[str, Any]:
         """Running state: counts only (gsplat's remove() also slices any per-Gaussian tensors here)."""
         return {"n_removed": 0}
 
@@ -172,7 +178,8 @@ class MaskStrategy:
         self, params: Any, optimizers: dict, state: dict, step: int, info: dict, packed: bool = False
     ) -> None:
         """Every ``prune_every`` steps in [prune_start, prune_stop], remove the masked Gaussians."""
-        if step < self.prune_start or step > self.prune_stop or step % self.prune_every != 0:
+        final = self.final_step is not None and step == self.final_step
+        if not final and (step < self.prune_start or step > self.prune_stop or step % self.prune_every != 0):
             return
         self.prune(params, optimizers, state)
 
@@ -191,3 +198,42 @@ class MaskStrategy:
         if self.verbose and n_removed:
             print(f"masks: removed {n_removed} of {n} Gaussians")
         return n_removed
+
+
+def mask_modifier(strategy: MaskStrategy):
+    """A trainer modifier (Activated, params, step) -> Activated applying the hard mask to the
+    activated opacities and scales (reconstruct.gaussians.Modifier)."""
+
+    def modify(gs, params, step):
+        if MASK_KEY not in params:
+            return gs
+        m = hard_mask(params[MASK_KEY].reshape(-1), strategy.threshold)
+        return gs.replace(opacities=gs.opacities * m, scales=gs.scales * m[:, None])
+
+    return modify
+
+
+@dataclass
+class MaskLoss:
+    """The mask regularizer in the trainer's Regularizer shape."""
+
+    strategy: MaskStrategy
+    name: str = "mask"
+    needs_depth: bool = False
+
+    def loss(self, trainer: Any, view: Any, render: Tensor, step: int) -> Tensor:
+        return self.strategy.loss(trainer.params)
+
+
+def attach_masks(trainer: Any, strategy: MaskStrategy | None = None) -> MaskStrategy:
+    """Wire learnable masks into a reconstruct.train.Trainer after ``initialize()``: the "masks"
+    parameter and its Adam, the render modifier, the loss term and the removal strategy (run after
+    the densification strategy, so newly split Gaussians inherit their parent's mask logit)."""
+    strategy = strategy or MaskStrategy(final_step=trainer.cfg.optim.iters - 1)
+    n = trainer.params["means"].shape[0]
+    trainer.add_parameter(MASK_KEY, torch.full((n,), float(strategy.init_logit)), strategy.lr)
+    trainer.strategies.append(strategy)
+    trainer.strategy_states.append(strategy.initialize_state())
+    trainer.modifiers.append(mask_modifier(strategy))
+    trainer.regularizers.append(MaskLoss(strategy))
+    return strategy

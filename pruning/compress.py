@@ -1,0 +1,211 @@
+"""`recon compress RUN`: mask fine-tuning, codebook fine-tuning, the compact artifact and a report.
+
+Phases on a finished splat run (each optional; with no flag given, masks and codebooks both run):
+
+1. masks: learnable masks fine-tuned for ``mask_steps`` (pruning.masks), masked Gaussians removed;
+2. quantize: RVQ scale/rotation + k-means color codebooks fine-tuned in the loop for
+   ``quantize_steps`` (pruning.quantize);
+3. the artifact RUN/compressed/ (pruning.artifact) is written, decoded back, and the decoded splats
+   are scored on the test views, so "after" is what a reader of the artifact gets. The decoded
+   splats are also exported as a PlayCanvas compressed .ply when that writer exists.
+
+The report (RUN/compressed/report.json) holds Gaussians, bytes and PSNR/SSIM before and after.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from pruning.masks import MaskStrategy
+from pruning.quantize import QuantizeConfig
+from scenes.errors import ReconError
+
+
+@dataclass
+class CompressConfig:
+    """What `recon compress` does to a run."""
+
+    masks: bool = True
+    """Fine-tune learnable masks and remove masked Gaussians."""
+    quantize: bool = True
+    """Codebook fine-tuning and a quantized artifact (else the artifact stores float16 attributes)."""
+    mask_steps: int = 600
+    """Mask fine-tuning steps (Compact 3DGS trains masks for the whole 30k-step run on a GPU; a
+    short fine-tuning phase is what a 2-core CPU affords)."""
+    mask_lambda: float = 5e-4
+    """Mask loss weight."""
+    mask_lr: float = 0.01
+    """Adam learning rate of the mask logits."""
+    mask_prune_every: int = 100
+    """Remove masked Gaussians every this many steps (and at the last step)."""
+    quantize_steps: int = 600
+    """Codebook fine-tuning steps (a few thousand on a GPU)."""
+    quant: QuantizeConfig = field(default_factory=QuantizeConfig)
+    """Codebook sizes."""
+    device: str = "auto"
+    """auto = the accelerator when there is one, else CPU."""
+    seed: int = 0
+    """Seed of the view order and the k-means initializations."""
+    progress: bool = True
+    """Show progress bars (on stderr)."""
+    export_compressed_ply: bool = True
+    """Also write RUN/compressed/splats.compressed.ply from the decoded artifact."""
+
+
+def _params_from_splats(splats, device: torch.device) -> torch.nn.ParameterDict:
+    # to_params() may share memory with the numpy arrays: clone so fine-tuning never edits the input.
+    return torch.nn.ParameterDict({k: torch.nn.Parameter(v.clone()) for k, v in splats.to_params(str(device)).items()})
+
+
+def _score(splats, scene, device) -> dict:
+    from reconstruct.evaluate import evaluate
+
+    r = evaluate(splats, scene, device=device, with_lpips=False)
+    return {"psnr": r["psnr"], "ssim": r["ssim"], "n_test": r["n_test"]}
+
+
+def compress_splats(splats, scene, out_dir: Path, cfg: CompressConfig, *, optim_cfg=None,
+                    ssim_lambda: float = 0.2) -> dict:
+    """Run the phases on ``splats`` trained on ``scene``; write the artifact into ``out_dir``.
+
+    Returns the report dict (also written to out_dir/report.json).
+    """
+    from pruning.artifact import CompactSplats, artifact_bytes, load_artifact, save_artifact
+    from pruning.finetune import Phase, make_optimizers, run_phase, scene_scale
+    from pruning.masks import MASK_KEY, add_mask_param, mask_modifier
+    from pruning.quantize import SplatQuantizer
+    from reconstruct.config import OptimConfig
+    from reconstruct.runs import resolve_device
+
+    device = resolve_device(cfg.device)
+    optim_cfg = optim_cfg or OptimConfig()
+    out_dir = Path(out_dir)
+    t_start = time.perf_counter()
+    report: dict = {"n_before": len(splats), "sh_degree": splats.sh_degree, "masks": cfg.masks,
+                    "quantize": cfg.quantize, "device": str(device)}
+    before = _score(splats, scene, device)
+    report.update(psnr_before=before["psnr"], ssim_before=before["ssim"], n_test=before["n_test"])
+    scale = scene_scale(scene)
+    params = _params_from_splats(splats, device)
+    history = {}
+    timings = {}
+    if cfg.masks:
+        t0 = time.perf_counter()
+        strategy = MaskStrategy(lambda_mask=cfg.mask_lambda, lr=cfg.mask_lr, prune_every=cfg.mask_prune_every,
+                                final_step=cfg.mask_steps - 1)
+        optimizers = make_optimizers(params, optim_cfg, scale)
+        add_mask_param(params, optimizers, lr=strategy.lr, init_logit=strategy.init_logit)
+        strategy.check_sanity(params, optimizers)
+        phase = Phase("masks", cfg.mask_steps, modifiers=[mask_modifier(strategy)], losses=[strategy.loss],
+                      strategies=[(strategy, strategy.initialize_state())])
+        history["masks"] = run_phase(params, optimizers, scene, phase, sh_degree=splats.sh_degree,
+                                     ssim_lambda=ssim_lambda, seed=cfg.seed, progress=cfg.progress)
+        del params[MASK_KEY]
+        timings["masks_seconds"] = time.perf_counter() - t0
+    report["n_after"] = int(params["means"].shape[0])
+    if cfg.quantize:
+        t0 = time.perf_counter()
+        quantizer = SplatQuantizer(params, cfg.quant)
+        timings["codebook_init_seconds"] = time.perf_counter() - t0
+        optimizers = make_optimizers(params, optim_cfg, scale, frozen=tuple(quantizer.books))
+        phase = Phase("codebooks", cfg.quantize_steps, modifiers=[quantizer.modifier],
+                      after_step=[quantizer.after_step])
+        history["codebooks"] = run_phase(params, optimizers, scene, phase, sh_degree=splats.sh_degree,
+                                         ssim_lambda=ssim_lambda, seed=cfg.seed + 1, progress=cfg.progress)
+        compact = quantizer.encode(params)
+        timings["quantize_seconds"] = time.perf_counter() - t0
+        report["codebooks"] = {
+            "scale": [quantizer.scale_rvq.stages, quantizer.scale_rvq.entries],
+            "rotation": [quantizer.rot_rvq.stages, quantizer.rot_rvq.entries],
+            **{name: int(b.entries.shape[0]) for name, b in quantizer.books.items()},
+        }
+    else:
+        from reconstruct.splats import Splats
+
+        compact = CompactSplats.from_splats(Splats.from_params(params))
+    save_artifact(out_dir, compact)
+    report["artifact_bytes"] = artifact_bytes(out_dir)
+    decoded = load_artifact(out_dir)
+    after = _score(decoded, scene, device)
+    report.update(psnr_after=after["psnr"], ssim_after=after["ssim"])
+    report["compressed_ply_bytes"] = None
+    if cfg.export_compressed_ply:
+        report["compressed_ply_bytes"] = _export_compressed_ply(decoded, out_dir / "splats.compressed.ply")
+    timings["total_seconds"] = time.perf_counter() - t_start
+    report.update(timings=timings, history=history, config=json.loads(json.dumps(dataclasses.asdict(cfg), default=str)))
+    return report
+
+
+def _export_compressed_ply(splats, path: Path) -> int | None:
+    try:
+        from pruning.formats import write_splats
+    except ImportError:
+        return None
+    try:
+        write_splats(path, splats, format="compressed-ply")
+    except (ImportError, NotImplementedError):
+        return None
+    return path.stat().st_size
+
+
+def compress_run(run_dir: Path, cfg: CompressConfig, *, admm: bool = False, auto: bool = False) -> dict:
+    """Compress a run folder in place: RUN/compressed/ (artifact, report.json, compressed .ply).
+
+    ``auto``: no technique was named; use what fits the run (ADMM for NeRF, cfg's phases for splats)."""
+    from reconstruct.runs import atomic_write_text, load_config, load_run_scene, load_run_splats
+
+    run_dir = Path(run_dir)
+    train_cfg = load_config(run_dir)
+    if train_cfg.method == "nerf":
+        if not (admm or auto):
+            raise ReconError(run_dir, "a NeRF run compresses with --admm (masks and codebooks are for splat runs)")
+        from pruning.admm_nerf import compress_nerf_run
+
+        return compress_nerf_run(run_dir, train_cfg, seed=cfg.seed, progress=cfg.progress)
+    if admm:
+        raise ReconError(run_dir, "--admm prunes hash-grid NeRF runs; this is a splat run (use --masks/--quantize)")
+    scene = load_run_scene(run_dir, cfg=train_cfg)
+    splats = load_run_splats(run_dir)
+    ply = run_dir / "splats.ply"
+    report = compress_splats(splats, scene, run_dir / "compressed", cfg, optim_cfg=train_cfg.optim,
+                             ssim_lambda=train_cfg.loss.ssim_lambda)
+    report["ply_bytes"] = ply.stat().st_size
+    report["ratio"] = report["ply_bytes"] / max(report["artifact_bytes"], 1)
+    report["run"] = str(run_dir)
+    atomic_write_text(run_dir / "compressed" / "report.json", json.dumps(report, indent=2))
+    return report
+
+
+JSON_KEYS = ("n_before", "n_after", "ply_bytes", "artifact_bytes", "psnr_before", "psnr_after",
+             "ssim_before", "ssim_after")
+
+
+def print_report(report: dict, *, json_out: bool) -> None:
+    """One JSON object (the issue's keys plus extras) or a rich table."""
+    import sys
+
+    if json_out:
+        keys = [*JSON_KEYS, "compressed_ply_bytes", "ratio"]
+        print(json.dumps({k: report.get(k) for k in keys if k in report or k in JSON_KEYS}))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"recon compress {report.get('run', '')}")
+    table.add_column("")
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
+    table.add_row("Gaussians", f"{report['n_before']:,}", f"{report['n_after']:,}")
+    table.add_row("bytes", f"{report['ply_bytes']:,} (.ply)", f"{report['artifact_bytes']:,} (artifact)")
+    if report.get("compressed_ply_bytes"):
+        table.add_row("compressed .ply", "", f"{report['compressed_ply_bytes']:,}")
+    table.add_row("PSNR (dB)", f"{report['psnr_before']:.3f}", f"{report['psnr_after']:.3f}")
+    table.add_row("SSIM", f"{report['ssim_before']:.4f}", f"{report['ssim_after']:.4f}")
+    table.caption = f"{report['ratio']:.1f}x smaller than the standard .ply; {report['n_test']} test views"
+    Console(file=sys.stdout).print(table)
