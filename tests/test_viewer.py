@@ -205,6 +205,24 @@ def test_load_run_folder(tmp_path):
     assert t.compressed is None and any("compressed" in n for n in t.notes)
 
 
+def test_load_run_folder_brings_the_scene_cameras(tmp_path):
+    from pruning.formats import write_splats
+    from reconstruct.config import TrainConfig, to_json
+    from viewer.loading import load_target
+
+    demo = Path(__file__).resolve().parents[1] / "data" / "demo"
+    run = tmp_path / "run"
+    run.mkdir()
+    write_splats(run / "splats.ply", two_clusters(5))
+    (run / "config.json").write_text(to_json(TrainConfig(scene=demo, views=3)))
+    t = load_target(run)
+    assert t.scene is not None and len(t.scene.train_ids) == 3 and t.scene.test_ids
+    assert t.background == tuple(float(c) for c in t.scene.background)
+    (run / "config.json").write_text(to_json(TrainConfig(scene=tmp_path / "gone", views=3)))
+    t = load_target(run)
+    assert t.scene is None and any("cameras not shown" in n for n in t.notes)
+
+
 def test_recon_view_bad_input_is_one_line_exit_1(tmp_path):
     bad = tmp_path / "bad.ply"
     bad.write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 5\nproperty float x\nend_header\n")

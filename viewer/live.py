@@ -226,3 +226,35 @@ class LiveViewer:
         self._resume.set()
         self._job_ready.set()
         self._worker.join(timeout=5.0)
+
+
+class LiveViewerHook:
+    """``recon train --viewer``: a trainer hook (``on_step`` / ``on_end``, see reconstruct.hooks)
+    that serves a :class:`LiveViewer` on 127.0.0.1 (port 8080 or the next free one), feeds it
+    every step and holds the loop while the browser's Pause button is down."""
+
+    def __init__(self, trainer, *, host: str = "127.0.0.1", port: int = 8080, config: LiveConfig = LiveConfig()) -> None:
+        from viewer.server import open_viewer
+
+        self.viewer = open_viewer(host=host, port=port)
+        self.live = LiveViewer(self.viewer, scene=trainer.scene, config=config)
+        self._t0 = time.perf_counter()
+        self._step0 = trainer.step
+
+    def on_step(self, trainer, result) -> None:
+        self.live.update(result.step, trainer.params, result.loss, result.psnr, result.n_gaussians)
+        self.live.wait_if_paused()
+
+    def on_end(self, trainer) -> None:
+        """Send the final splats, print what the viewer cost; the server keeps serving until exit."""
+        self.live._pause_push = True  # force a last push regardless of the rate limit
+        self.live.update(trainer.step, trainer.params, float("nan"), None, len(trainer.params["means"]))
+        self.live.flush()
+        s = self.live.stats()
+        steps = max(trainer.step - self._step0, 1)
+        print(
+            f"viewer: {s.pushes} splat updates over {steps} steps; {1000 * s.caller_s / steps:.2f} ms/step on the "
+            f"training thread, {s.worker_s:.1f} s sending in the background, {s.paused_s:.1f} s paused; "
+            f"still serving {self.viewer.url}",
+            flush=True,
+        )

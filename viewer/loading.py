@@ -3,7 +3,6 @@ scene cameras, or a NeRF rendered on the server)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -46,45 +45,12 @@ def read_splat_file(path: Path) -> Splats:
     return read_splats(path)
 
 
-def _run_config(run: Path) -> dict:
-    cfg_path = run / "config.json"
-    if not cfg_path.is_file():
-        return {}
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ReconError(cfg_path, f"unreadable run config ({err})") from None
-    if not isinstance(cfg, dict):
-        raise ReconError(cfg_path, "run config is not a JSON object")
-    return cfg
+def _run_scene(run: Path, notes: list[str]) -> "SceneData | None":
+    """The run's scene (cameras, images, split) as it was trained, when its folder is still there."""
+    from reconstruct.runs import load_run_scene
 
-
-def _run_scene(run: Path, cfg: dict, notes: list[str]) -> "SceneData | None":
-    """The run's scene, through ``reconstruct.runs`` when it exists, else from config.json fields."""
     try:
-        from reconstruct import runs  # the lead's run helpers
-    except ImportError:
-        runs = None
-    if runs is not None and hasattr(runs, "load_run_scene"):
-        try:
-            return runs.load_run_scene(run)
-        except ReconError as err:
-            notes.append(f"cameras not shown: {err}")
-            return None
-    scene_path = cfg.get("scene") or cfg.get("data") or cfg.get("scene_path")
-    if not scene_path:
-        return None
-    scene_path = Path(scene_path)
-    if not scene_path.is_absolute() and not scene_path.exists():
-        scene_path = (run / scene_path).resolve()
-    if not scene_path.exists():
-        notes.append(f"cameras not shown: scene folder {scene_path} is not here")
-        return None
-    from scenes import load_scene
-
-    kwargs = {k: cfg[k] for k in ("views", "downscale", "resolution", "test_every") if cfg.get(k) is not None}
-    try:
-        return load_scene(scene_path, **kwargs)
+        return load_run_scene(run)
     except ReconError as err:
         notes.append(f"cameras not shown: {err}")
         return None
@@ -104,17 +70,39 @@ def _compressed(run: Path, notes: list[str]) -> Splats | None:
         return None
 
 
-def _nerf_render_fn(run: Path, notes: list[str]) -> Callable[..., np.ndarray] | None:
-    """Hook for NeRF runs: ``reconstruct.nerf.viewer_render_fn(run) -> render_fn``."""
+def nerf_render_fn(run: Path, scene: "SceneData | None") -> Callable[..., np.ndarray]:
+    """Server-side renderer of a NeRF run (reconstruct.nerf's field and occupancy grid):
+    ``render_fn(T_world_cam, K, w, h, depth=False) -> [h, w, 3]`` (or [h, w] depth, NaN where empty)."""
+    import torch
+
+    from reconstruct.nerf.trainer import load_nerf, render_image
+    from viewer.render import default_device
+
+    field, grid, ckpt = load_nerf(run, default_device())
+    n_samples = int(ckpt.get("nerf_config", {}).get("n_samples", 128))
+    if scene is not None:
+        near, far, background = float(scene.near), float(scene.far), tuple(scene.background)
+    else:  # no scene folder: sample the whole occupancy grid
+        near, far, background = 0.01, 1e3, (1.0, 1.0, 1.0)
+
+    def render_fn(T_world_cam: np.ndarray, K: np.ndarray, width: int, height: int, *, depth: bool = False) -> np.ndarray:
+        with torch.no_grad():
+            rgb, d, acc = render_image(field, grid, K, T_world_cam, int(width), int(height), near=near, far=far,
+                                       background=background, n_samples=n_samples)
+        if depth:
+            return np.where(acc.numpy() > 0.5, d.numpy(), np.nan).astype(np.float32)
+        return rgb.numpy()
+
+    return render_fn
+
+
+def _is_nerf_run(run: Path) -> bool:
     try:
-        from reconstruct import nerf
-    except ImportError:
-        return None
-    make = getattr(nerf, "viewer_render_fn", None)
-    if make is None:
-        notes.append("NeRF run found but reconstruct.nerf has no viewer_render_fn yet")
-        return None
-    return make(run)
+        from reconstruct.runs import load_config
+
+        return load_config(run).method == "nerf"
+    except (ImportError, ReconError, AttributeError):
+        return False
 
 
 def load_target(path: Path) -> ViewTarget:
@@ -127,13 +115,13 @@ def load_target(path: Path) -> ViewTarget:
             raise ReconError(path, "not a splat file (expected .ply, .compressed.ply, .spz or .splat) or a run folder")
         return ViewTarget(path=path, splats=read_splat_file(path))
     notes: list[str] = []
-    cfg = _run_config(path)
     splats_path = path / "splats.ply"
     splats = read_splat_file(splats_path) if splats_path.is_file() else None
-    render_fn = None if splats is not None else _nerf_render_fn(path, notes)
-    if splats is None and render_fn is None:
-        raise ReconError(path, "not a run folder: no splats.ply (and no NeRF renderer for it)")
-    scene = _run_scene(path, cfg, notes)
+    nerf = splats is None and _is_nerf_run(path)
+    if splats is None and not nerf:
+        raise ReconError(path, "not a viewable run folder: no splats.ply and not a NeRF run")
+    scene = _run_scene(path, notes)
+    render_fn = nerf_render_fn(path, scene) if nerf else None
     background = tuple(float(c) for c in scene.background) if scene is not None else (1.0, 1.0, 1.0)
     return ViewTarget(
         path=path, splats=splats, compressed=_compressed(path, notes) if splats is not None else None,

@@ -1,0 +1,128 @@
+"""What the live viewer costs a training run: steps/s with and without it, in the same run.
+
+    python -m viewer.bench_live SCENE [--views 8] [--resolution 200] [--block 150] [--blocks 6] [--browser]
+
+One trainer, alternating blocks of steps without and with the viewer hook (ABAB..., so slow
+drifts such as other jobs on the machine hit both sides); densification is off so the Gaussian
+count, and thus the cost of a step, stays constant. ``--browser`` connects headless chromium to
+the viewer during the viewer blocks (on a CPU-only machine the browser's software WebGL then
+competes with training for the same cores, which a user's GPU browser would not).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+class _StepOnly:
+    """The viewer hook without its end-of-run report (blocks end many times here)."""
+
+    def __init__(self, hook) -> None:
+        self.hook = hook
+
+    def on_step(self, trainer, result) -> None:
+        self.hook.on_step(trainer, result)
+
+    def on_end(self, trainer) -> None:
+        pass
+
+
+def measure(scene_path: Path, *, views: int, resolution: int, block: int, blocks: int, every: int,
+            n_random: int, browser: bool) -> dict:
+    import numpy as np
+    import torch
+
+    from reconstruct.config import TrainConfig
+    from reconstruct.init import initial_points
+    from reconstruct.run_train import attach_extensions
+    from reconstruct.train import Trainer
+    from scenes import load_scene
+    from viewer.live import LiveConfig, LiveViewerHook
+
+    cfg = TrainConfig(scene=scene_path, views=views)
+    cfg = dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(cfg.data, resolution=resolution),
+        init=dataclasses.replace(cfg.init, kind="random", n_random=n_random),
+        densify=dataclasses.replace(cfg.densify, enabled=False),
+        optim=dataclasses.replace(cfg.optim, iters=block * blocks),
+    )
+    torch.manual_seed(0)
+    np.random.seed(0)
+    scene = load_scene(scene_path, views=views, resolution=resolution)
+    page = None
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(cfg, scene, Path(tmp), torch.device("cpu"))
+        points, colors, _ = initial_points(cfg, scene)
+        trainer.initialize(points, colors)
+        attach_extensions(trainer)
+        hook = LiveViewerHook(trainer, port=0, config=LiveConfig(every=every))
+        if browser:
+            page = _open_browser(hook.viewer.url)
+        rates: dict[str, list[float]] = {"plain": [], "viewer": []}
+        trainer.cfg.optim.iters = 20
+        trainer.run([])  # warm-up (numba compilation, caches): not timed
+        for b in range(blocks):
+            use = b % 2 == 1
+            trainer.cfg.optim.iters = trainer.step + block
+            t0 = time.perf_counter()
+            trainer.run([_StepOnly(hook)] if use else [])
+            rates["viewer" if use else "plain"].append(block / (time.perf_counter() - t0))
+            print(f"block {b} ({'viewer' if use else 'plain'}): {rates['viewer' if use else 'plain'][-1]:.2f} steps/s",
+                  file=sys.stderr, flush=True)
+        stats = hook.live.stats()
+        hook.live.close()
+        hook.viewer.stop()
+        if page is not None:
+            page[1].close()
+            page[0].stop()
+    plain, viewed = statistics.mean(rates["plain"]), statistics.mean(rates["viewer"])
+    return {
+        "scene": str(scene_path), "views": views, "resolution": resolution, "gaussians": len(points),
+        "block_steps": block, "blocks": blocks, "push_every": every, "browser_connected": browser,
+        "steps_per_s_plain": rates["plain"], "steps_per_s_viewer": rates["viewer"],
+        "slowdown_percent": 100.0 * (1.0 - viewed / plain),
+        "pushes": stats.pushes, "caller_ms_per_step": 1000.0 * stats.caller_s / max(stats.updates, 1),
+        "worker_s": stats.worker_s,
+    }
+
+
+def _open_browser(url: str):
+    from playwright.sync_api import sync_playwright
+
+    p = sync_playwright().start()
+    b = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
+        "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"])
+    page = b.new_page(viewport={"width": 960, "height": 540})
+    page.goto(url)
+    page.get_by_text("Connected", exact=True).wait_for(timeout=30_000)
+    return p, b
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m viewer.bench_live", description=__doc__.split("\n\n")[0])
+    ap.add_argument("scene", type=Path)
+    ap.add_argument("--views", type=int, default=8)
+    ap.add_argument("--resolution", type=int, default=200)
+    ap.add_argument("--block", type=int, default=150)
+    ap.add_argument("--blocks", type=int, default=6)
+    ap.add_argument("--every", type=int, default=100)
+    ap.add_argument("--n-random", type=int, default=20_000)
+    ap.add_argument("--browser", action="store_true")
+    a = ap.parse_args(argv)
+    out = measure(a.scene, views=a.views, resolution=a.resolution, block=a.block, blocks=a.blocks,
+                  every=a.every, n_random=a.n_random, browser=a.browser)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
