@@ -16,12 +16,16 @@ def main(argv: list[str] | None = None) -> int:
     from pruning.commands import CompressCommand, ExportCommand
     from reconstruct.commands import BenchCommand, EvalCommand, TrainCommand
     from scenes.commands import InfoCommand
-    from scenes.errors import ReconError
     from viewer.commands import ViewCommand
 
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
+    if args and args[0] == "train":
+        # train resolves its defaults in two stages (preset / --config / --resume, then flags).
+        from reconstruct.run_train import main as train_main
+
+        return _guard(lambda: train_main(args[1:]), debug)
     commands = {
         "train": TrainCommand,
         "eval": EvalCommand,
@@ -37,8 +41,15 @@ def main(argv: list[str] | None = None) -> int:
         prog="recon",
         description="Sparse-view 3D reconstruction (add --debug anywhere to see tracebacks).",
     )
+    return _guard(command.run, debug)
+
+
+def _guard(run, debug: bool) -> int:
+    """Run a command: ReconError becomes one line on stderr and exit 1 (traceback with --debug)."""
+    from scenes.errors import ReconError
+
     try:
-        code = command.run()
+        code = run()
     except ReconError as err:
         if debug:
             raise

@@ -1,0 +1,129 @@
+"""Render held-out views and score them: PSNR, SSIM, LPIPS (when weights exist); pictures of it."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from reconstruct import gaussians as G
+from reconstruct.metrics import load_lpips, psnr, ssim
+from reconstruct.splats import Splats
+from scenes.types import SceneData
+
+
+def render_splats(
+    splats: Splats | G.Activated, scene: SceneData, frame: int, *, device: torch.device | None = None,
+    sh_degree: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Render frame ``frame`` of ``scene``: rgb [H,W,3] and expected depth [H,W] (CPU tensors)."""
+    if isinstance(splats, Splats):
+        device = device or torch.device("cpu")
+        gs = G.activate(torch.nn.ParameterDict({k: torch.nn.Parameter(v, requires_grad=False)
+                                                for k, v in splats.to_params(device).items()}))
+        degree = splats.sh_degree if sh_degree is None else sh_degree
+    else:
+        gs, degree = splats, (sh_degree if sh_degree is not None else int(np.sqrt(splats.colors.shape[1])) - 1)
+        device = gs.means.device
+    with torch.no_grad():
+        out, _, _ = G.render(
+            gs,
+            torch.as_tensor(scene.T_world_cam[frame], dtype=torch.float32, device=device)[None],
+            torch.as_tensor(scene.Ks[frame], dtype=torch.float32, device=device)[None],
+            scene.width, scene.height, sh_degree=degree,
+            background=torch.tensor(scene.background, dtype=torch.float32, device=device),
+            render_mode="RGB+ED",
+        )
+    return out[0, ..., :3].clamp(0, 1).cpu(), out[0, ..., 3].cpu()
+
+
+def evaluate(
+    splats: Splats | G.Activated, scene: SceneData, *, ids: list[int] | None = None,
+    out_dir: Path | None = None, device: torch.device | None = None, with_lpips: bool = True,
+) -> dict:
+    """Scores on ``ids`` (default: the scene's test views); writes renders and a grid when out_dir is given.
+
+    Returns psnr, ssim, lpips (None with lpips_reason when weights are missing), n_test, render_fps.
+    """
+    ids = list(scene.test_ids if ids is None else ids)
+    lp = load_lpips() if with_lpips else None
+    scores, rows, seconds = [], [], 0.0
+    for k, frame in enumerate(ids):
+        t0 = time.perf_counter()
+        rgb, depth = render_splats(splats, scene, frame, device=device)
+        seconds += time.perf_counter() - t0
+        gt = torch.as_tensor(scene.image(frame))
+        entry = {"frame": frame, "psnr": psnr(rgb, gt), "ssim": ssim(rgb, gt)}
+        if lp is not None and lp.model is not None:
+            entry["lpips"] = float(lp.model(rgb, gt))
+        scores.append(entry)
+        if out_dir is not None:
+            _save_png(Path(out_dir) / "renders" / f"test_{frame:04d}.png", rgb.numpy())
+            if k < 6:
+                rows.append((gt.numpy(), rgb.numpy(), _colorize_depth(depth.numpy())))
+    result = {
+        "psnr": float(np.mean([s["psnr"] for s in scores])) if scores else None,
+        "ssim": float(np.mean([s["ssim"] for s in scores])) if scores else None,
+        "lpips": float(np.mean([s["lpips"] for s in scores])) if scores and "lpips" in scores[0] else None,
+        "lpips_reason": None if (lp and lp.model is not None) else (lp.reason if lp else "not computed"),
+        "n_test": len(ids),
+        "render_fps": len(ids) / seconds if seconds > 0 else None,
+        "per_view": scores,
+    }
+    if out_dir is not None and rows:
+        grid = np.concatenate([np.concatenate(r, axis=1) for r in rows], axis=0)
+        _save_png(Path(out_dir) / "grid.png", grid)
+    return result
+
+
+def _colorize_depth(depth: np.ndarray) -> np.ndarray:
+    """[H,W] depth -> [H,W,3] turbo colors, near = warm, robust 2-98% range."""
+    import matplotlib
+
+    valid = depth[depth > 0]
+    lo, hi = (np.percentile(valid, [2, 98]) if valid.size else (0.0, 1.0))
+    t = np.clip((depth - lo) / max(hi - lo, 1e-8), 0, 1)
+    rgb = matplotlib.colormaps["turbo"](1 - t)[..., :3]
+    rgb[depth <= 0] = 0
+    return rgb.astype(np.float32)
+
+
+def _save_png(path: Path, rgb: np.ndarray) -> None:
+    from PIL import Image
+    import io
+
+    from reconstruct.runs import atomic_write_bytes
+
+    buf = io.BytesIO()
+    Image.fromarray((np.clip(rgb, 0, 1) * 255).round().astype(np.uint8)).save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    """Loss and training-view PSNR against step, as a PNG."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from reconstruct.runs import atomic_write_bytes
+
+    steps = [h["step"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    a.plot(steps, [h["loss"] for h in history])
+    a.set(xlabel="step", ylabel="loss", yscale="log", title="training loss")
+    b.plot(steps, [h["psnr"] for h in history], label="train view")
+    evals = [h for h in history if h.get("test_psnr") is not None]
+    if evals:
+        b.plot([h["step"] for h in evals], [h["test_psnr"] for h in evals], "o-", label="test views")
+    b.set(xlabel="step", ylabel="PSNR (dB)", title="PSNR")
+    b.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())

@@ -1,0 +1,185 @@
+"""Initial points for the Gaussians: triangulated from the training views, or random.
+
+SfM init runs COLMAP's SIFT extraction and exhaustive matching (pycolmap) on the *training*
+images only, keeps matches consistent with the known poses (Sampson distance to the epipolar
+geometry), links them into tracks, and triangulates each track with its known cameras (linear
+multi-view DLT), filtering by reprojection error, cheirality and triangulation angle. It never
+reads a dataset's precomputed all-view points: those see the test views.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from scenes.types import SceneData
+
+
+def _projection(scene: SceneData, i: int) -> np.ndarray:
+    """[3, 4] P = K [R | t] mapping world to pixels for frame i."""
+    T_cam_world = np.linalg.inv(scene.T_world_cam[i])
+    return scene.Ks[i] @ T_cam_world[:3]
+
+
+def _fundamental(scene: SceneData, i: int, j: int) -> np.ndarray:
+    """[3, 3] F with x_j^T F x_i = 0 for pixel coordinates."""
+    T_j_i = np.linalg.inv(scene.T_world_cam[j]) @ scene.T_world_cam[i]
+    R, t = T_j_i[:3, :3], T_j_i[:3, 3]
+    tx = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]])
+    return np.linalg.inv(scene.Ks[j]).T @ tx @ R @ np.linalg.inv(scene.Ks[i])
+
+
+def _sampson(F: np.ndarray, xi: np.ndarray, xj: np.ndarray) -> np.ndarray:
+    """Sampson distance (pixels^2) of matches xi [M,2] -> xj [M,2]."""
+    hi = np.concatenate([xi, np.ones((len(xi), 1))], 1)
+    hj = np.concatenate([xj, np.ones((len(xj), 1))], 1)
+    Fx = hi @ F.T
+    Ftx = hj @ F
+    num = np.sum(hj * Fx, 1) ** 2
+    return num / (Fx[:, 0] ** 2 + Fx[:, 1] ** 2 + Ftx[:, 0] ** 2 + Ftx[:, 1] ** 2 + 1e-12)
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict = {}
+
+    def find(self, a):
+        self.parent.setdefault(a, a)
+        while self.parent[a] != a:
+            self.parent[a] = self.parent[self.parent[a]]
+            a = self.parent[a]
+        return a
+
+    def union(self, a, b) -> None:
+        self.parent[self.find(a)] = self.find(b)
+
+
+def triangulate_views(
+    scene: SceneData, ids: list[int], *, max_epipolar_px: float = 2.0, max_reproj_px: float = 2.0,
+    min_angle_deg: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Points [P, 3] and colors [P, 3] (float in [0, 1]) triangulated from frames ``ids``."""
+    import pycolmap
+    from PIL import Image
+
+    pycolmap.logging.minloglevel = 2  # COLMAP's per-image INFO lines would drown the progress bar
+    with tempfile.TemporaryDirectory(prefix="recon_sfm_") as tmp:
+        tmp_path = Path(tmp)
+        image_dir = tmp_path / "images"
+        image_dir.mkdir()
+        names = []
+        for i in ids:
+            name = f"{i:05d}.png"
+            Image.fromarray((scene.image(i) * 255).round().astype(np.uint8)).save(image_dir / name)
+            names.append(name)
+        db_path = tmp_path / "db.db"
+        extraction = pycolmap.FeatureExtractionOptions()
+        extraction.num_threads = 2
+        pycolmap.extract_features(db_path, image_dir, camera_mode=pycolmap.CameraMode.PER_IMAGE,
+                                  extraction_options=extraction, device=pycolmap.Device.cpu)
+        matching = pycolmap.FeatureMatchingOptions()
+        matching.num_threads = 2
+        pycolmap.match_exhaustive(db_path, matching_options=matching, device=pycolmap.Device.cpu)
+        db = pycolmap.Database.open(str(db_path))
+        try:
+            by_name = {img.name: img.image_id for img in db.read_all_images()}
+            frame_of = {by_name[n]: i for n, i in zip(names, ids)}
+            keypoints = {iid: db.read_keypoints(iid)[:, :2] for iid in frame_of}
+            pair_matches = []
+            for a in frame_of:
+                for b in frame_of:
+                    if a < b and db.exists_matches(a, b):
+                        pair_matches.append((a, b, db.read_matches(a, b)))
+        finally:
+            db.close()
+
+    uf = _UnionFind()
+    for a, b, m in pair_matches:
+        if len(m) == 0:
+            continue
+        fa, fb = frame_of[a], frame_of[b]
+        # COLMAP keypoints are in pixel coordinates with the origin at the top-left corner of the
+        # top-left pixel; our intrinsics use pixel centers at integer + 0.5 likewise.
+        xa, xb = keypoints[a][m[:, 0]], keypoints[b][m[:, 1]]
+        good = _sampson(_fundamental(scene, fa, fb), xa, xb) < max_epipolar_px**2
+        for ka, kb in m[good]:
+            uf.union((fa, int(ka)), (fb, int(kb)))
+    tracks: dict = {}
+    for node in list(uf.parent):
+        tracks.setdefault(uf.find(node), []).append(node)
+    kp_by_frame = {frame_of[iid]: kp for iid, kp in keypoints.items()}
+    P = {i: _projection(scene, i) for i in ids}
+    centers = {i: scene.T_world_cam[i][:3, 3] for i in ids}
+    points, colors = [], []
+    for obs in tracks.values():
+        frames = [f for f, _ in obs]
+        if len(obs) < 2 or len(set(frames)) != len(frames):
+            continue  # inconsistent track (two keypoints of one image)
+        xs = np.array([kp_by_frame[f][k] for f, k in obs])
+        X = _dlt([P[f] for f in frames], xs)
+        if X is None:
+            continue
+        ok = True
+        for f, x in zip(frames, xs):
+            h = P[f] @ np.append(X, 1.0)
+            if h[2] <= 0 or np.linalg.norm(h[:2] / h[2] - x) > max_reproj_px:
+                ok = False
+                break
+        if not ok:
+            continue
+        rays = [(X - centers[f]) / np.linalg.norm(X - centers[f]) for f in frames]
+        max_angle = max(np.degrees(np.arccos(np.clip(r1 @ r2, -1, 1))) for r1 in rays for r2 in rays)
+        if max_angle < min_angle_deg:
+            continue
+        f0, x0 = frames[0], xs[0]
+        u = np.clip(np.floor(x0).astype(int), 0, [scene.width - 1, scene.height - 1])
+        points.append(X)
+        colors.append(scene.image(f0)[u[1], u[0]])
+    if not points:
+        return np.zeros((0, 3)), np.zeros((0, 3))
+    return np.array(points), np.array(colors, dtype=np.float64)
+
+
+def _dlt(Ps: list[np.ndarray], xs: np.ndarray) -> np.ndarray | None:
+    """Linear triangulation of one point seen at pixels xs [V, 2] by cameras Ps (V x [3, 4])."""
+    rows = []
+    for Pm, (u, v) in zip(Ps, xs):
+        rows.append(u * Pm[2] - Pm[0])
+        rows.append(v * Pm[2] - Pm[1])
+    _, _, vt = np.linalg.svd(np.array(rows))
+    h = vt[-1]
+    if abs(h[3]) < 1e-12:
+        return None
+    return h[:3] / h[3]
+
+
+def random_points(scene: SceneData, ids: list[int], n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Points [n, 3] sampled uniformly inside the training frustums (between near and far), random colors."""
+    points = np.empty((0, 3))
+    while len(points) < n:
+        i = ids[int(rng.integers(len(ids)))]
+        m = 4 * n
+        px = rng.uniform([0, 0], [scene.width, scene.height], size=(m, 2))
+        depth = rng.uniform(scene.near, scene.far, size=m)
+        rays = np.concatenate([px, np.ones((m, 1))], 1) @ np.linalg.inv(scene.Ks[i]).T
+        cam = rays * depth[:, None]
+        world = cam @ scene.T_world_cam[i][:3, :3].T + scene.T_world_cam[i][:3, 3]
+        points = np.concatenate([points, world[: max(1, n // len(ids))]])
+    return points[:n], rng.uniform(0, 1, size=(n, 3))
+
+
+def initial_points(cfg, scene: SceneData) -> tuple[np.ndarray, np.ndarray, str]:
+    """(points [P,3], colors [P,3], how) for a run: SfM from the training views, else random."""
+    rng = np.random.default_rng(cfg.seed)
+    ids = list(scene.train_ids)
+    if cfg.init.kind == "sfm" and len(ids) >= 2:
+        points, colors = triangulate_views(scene, ids)
+        if len(points) >= cfg.init.min_sfm_points:
+            return points, colors, f"sfm ({len(points)} points from {len(ids)} views)"
+        how = f"random (sfm found {len(points)} < {cfg.init.min_sfm_points} points)"
+    else:
+        how = "random"
+    points, colors = random_points(scene, ids, cfg.init.n_random, rng)
+    return points, colors, how
