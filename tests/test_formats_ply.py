@@ -150,7 +150,7 @@ def test_ply_write_is_atomic(tmp_path, monkeypatch) -> None:
         raise OSError("disk full")
 
     monkeypatch.setattr(plyio.os, "replace", interrupted_replace)
-    with pytest.raises(OSError):
+    with pytest.raises(ReconError, match="cannot write"):
         write_splats(path, tiny_splats(9, sh_degree=0), format="ply")
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.ply"]

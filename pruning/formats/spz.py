@@ -139,8 +139,9 @@ def payload(splats: Splats, *, sh1_bits: int = 5, sh_rest_bits: int = 4) -> byte
 
 
 def encode(splats: Splats) -> bytes:
-    """The .spz file (gzip with mtime 0, so equal splats give equal bytes with one zlib)."""
-    return gzip.compress(payload(splats), compresslevel=9, mtime=0)
+    """The .spz file: gzip at zlib's default level 6 (as Niantic's library), mtime 0 so equal splats
+    give equal bytes with one zlib build."""
+    return gzip.compress(payload(splats), compresslevel=6, mtime=0)
 
 
 def _bytes_per_point(version: int, sh_degree: int) -> int:
