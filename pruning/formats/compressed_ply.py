@@ -265,7 +265,8 @@ def decode(path: Path, data: bytes, header: _plyio.PlyHeader) -> Splats:
     chunk, vertex = body["chunk"], body["vertex"]
     ci = np.arange(n) // CHUNK_SIZE
 
-    def lerp(prefix: str, suffix: str, t: np.ndarray) -> np.ndarray:
+    def lerp(suffix: str, t: np.ndarray) -> np.ndarray:
+        """Chunk min/max named ``min_<suffix>``/``max_<suffix>`` interpolated at t [N]."""
         lo = chunk[f"min_{suffix}"].astype(np.float64)[ci]
         hi = chunk[f"max_{suffix}"].astype(np.float64)[ci]
         return lo * (1.0 - t) + hi * t
@@ -274,13 +275,13 @@ def decode(path: Path, data: bytes, header: _plyio.PlyHeader) -> Splats:
         return ((v >> np.uint32(shift)) & np.uint32((1 << bits) - 1)).astype(np.float64) / ((1 << bits) - 1)
 
     pos, scl, col = vertex["packed_position"], vertex["packed_scale"], vertex["packed_color"]
-    means = np.stack([lerp("", a, unorm(pos, sh_, b)) for a, sh_, b in
-                      (("x", 21, 11), ("y", 11, 10), ("z", 0, 11))], axis=1)
-    log_scales = np.stack([lerp("", a, unorm(scl, sh_, b)) for a, sh_, b in
-                           (("scale_x", 21, 11), ("scale_y", 11, 10), ("scale_z", 0, 11))], axis=1)
+    layout = ((21, 11), (11, 10), (0, 11))  # (shift, bits) of x, y, z in an 11/10/11 word
+    means = np.stack([lerp(a, unorm(pos, shift, bits)) for a, (shift, bits) in zip("xyz", layout)], axis=1)
+    log_scales = np.stack([lerp(f"scale_{a}", unorm(scl, shift, bits))
+                           for a, (shift, bits) in zip("xyz", layout)], axis=1)
     rgb = [unorm(col, shift, 8) for shift in (24, 16, 8)]
     if "min_r" in chunk.dtype.names:
-        rgb = [lerp("", c, t) for c, t in zip("rgb", rgb)]
+        rgb = [lerp(c, t) for c, t in zip("rgb", rgb)]
     sh0 = (np.stack(rgb, axis=1) - 0.5) / SH_C0
     alpha = np.clip(unorm(col, 0, 8), _ALPHA_EPS, 1.0 - _ALPHA_EPS)
     opacity = np.log(alpha / (1.0 - alpha))
