@@ -23,7 +23,8 @@ Axes: spz stores RUB (x right, y up, z back, as OpenGL / three.js); our splats a
 the 3DGS .ply frame). RDF -> RUB is a 180 degree turn about x: positions (x, -y, -z); quaternion
 (w, x, -y, -z); SH coefficients of basis functions odd in y+z change sign
 (indices 0 1 3 6 8 10 11 13 of the 15 higher-order coefficients). Reading applies the same map
-back (it is its own inverse). Niantic's library and splat-transform read the file the same way.
+back (it is its own inverse). Niantic's library and splat-transform read the file the same way,
+and the gunzipped payload equals Niantic's own v3 writer byte for byte (tests check both).
 """
 
 from __future__ import annotations
