@@ -19,6 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from reconstruct.splats import Splats
 from scenes.errors import ReconError
 
@@ -63,6 +65,15 @@ def read_splats(path: str | Path) -> Splats:
 
     path = Path(path)
     data = _plyio.read_bytes(path)
+    # Garbage values overflow while decoding; the finiteness checks turn them into ReconErrors,
+    # so numpy's RuntimeWarnings would only be noise on the user's terminal.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return _decode(path, data)
+
+
+def _decode(path: Path, data: bytes) -> Splats:
+    from . import _plyio
+
     fmt = detect_format(path, data)
     if fmt == "ply":
         from . import ply
