@@ -57,10 +57,17 @@ class SaliencyGrid(torch.nn.Module):
         assert resolution >= 2, resolution
         self.resolution = int(resolution)
         self.logits = torch.nn.Parameter(torch.full((resolution,) * 3, float(init_logit)))
+        self.register_buffer("keep", torch.ones((resolution,) * 3, dtype=torch.bool))
 
     def saliency(self) -> Tensor:
-        """[R, R, R] sigmoid(G); index order (x, y, z)."""
-        return torch.sigmoid(self.logits)
+        """[R, R, R] sigmoid(G), exactly 0 in pruned cells; index order (x, y, z)."""
+        return torch.sigmoid(self.logits) * self.keep
+
+    @torch.no_grad()
+    def prune(self, kept: Tensor) -> None:
+        """Gate the cells outside ``kept`` [R, R, R] bool to exactly zero from now on."""
+        assert kept.shape == self.keep.shape, (kept.shape, self.keep.shape)
+        self.keep.copy_(kept.to(self.keep.device))
 
     def forward(self, x01: Tensor) -> Tensor:
         """[N] saliency at x01 [N, 3] in [0, 1]^3 (cell centers at (i + 0.5) / R, clamped at borders)."""
@@ -130,6 +137,7 @@ def hash_usage(
     table_sizes: list[int],
     index_fn: Callable[[int, Tensor], Tensor],
     *,
+    lo_hi: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None,
     chunk: int = 1 << 21,
 ) -> list[tuple[int, int]]:
     """Per level, (entries read by vertices of kept cells, table size).
@@ -146,6 +154,9 @@ def hash_usage(
         resolutions: vertex resolution Rl of each level (cells per unit).
         table_sizes: entries of each level's table (dense levels: (Rl+1)^3 or the table size).
         index_fn: (level, ints [M, 3] vertex coordinates) -> [M] int64 table index.
+        lo_hi: optional (cells [C, 3] float) -> (lo, hi) [C, 3] int64 inclusive corner ranges of
+            each kept cell, for encodings whose corner convention differs from the default
+            floor(c / R * res) .. ceil((c + 1) / R * res).
     """
     R = kept.shape[0]
     cells = torch.nonzero(kept).to(torch.float64)  # [C, 3]
@@ -156,8 +167,11 @@ def hash_usage(
             out.append((0, size))
             continue
         # Level-cell index range covered by each kept saliency cell.
-        lo = torch.floor(cells / R * res).to(torch.int64).clamp(0, res)
-        hi = torch.ceil((cells + 1) / R * res).to(torch.int64).clamp(0, res)  # inclusive vertex bound
+        if lo_hi is not None:
+            lo, hi = lo_hi(cells)
+        else:
+            lo = torch.floor(cells / R * res).to(torch.int64).clamp(0, res)
+            hi = torch.ceil((cells + 1) / R * res).to(torch.int64).clamp(0, res)  # inclusive vertex bound
         ext = int((hi - lo + 1).max())
         off = torch.stack(torch.meshgrid(*(torch.arange(ext),) * 3, indexing="ij"), -1).reshape(-1, 3)
         per_cell = off.shape[0]

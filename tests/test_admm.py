@@ -87,3 +87,59 @@ def test_hash_usage_dense_level_and_early_stop():
     assert used2 == size2 == 5
     # Nothing kept: nothing used.
     assert hash_usage(torch.zeros_like(kept), [res], [729], dense) == [(0, 729)]
+
+
+def _small_encoding():
+    from reconstruct.nerf.hash_encoding import HashEncoding, HashGridConfig
+
+    torch.manual_seed(0)
+    enc = HashEncoding(HashGridConfig(n_levels=5, log2_hashmap_size=10, base_resolution=4, per_level_scale=2.0),
+                       implementation="torch")
+    with torch.no_grad():
+        enc.params.normal_()
+    return enc
+
+
+def test_corner_index_matches_the_hash_encoding():
+    from pruning.admm_nerf import corner_index
+    from reconstruct.nerf.hash_encoding import level_corners
+
+    enc = _small_encoding()
+    x = torch.rand(500, 3)
+    for level in range(5):
+        idx, _ = level_corners(x, enc.layout, level)
+        pos = torch.floor(x * float(enc.layout.scales[level]) + 0.5).long()
+        from reconstruct.nerf.hash_encoding import _CORNERS
+
+        corners = (pos[:, None, :] + torch.as_tensor(_CORNERS)[None]).reshape(-1, 3)
+        assert torch.equal(corner_index(enc.layout, level, corners).reshape(-1, 8), idx)
+
+
+def test_unused_entries_are_really_unused_and_gate_zeroes_pruned_space():
+    from pruning.admm_nerf import GatedEncoding, active_cells, hash_entries_in_use, zero_unused_entries
+
+    enc = _small_encoding()
+    kept = torch.zeros(8, 8, 8, dtype=torch.bool)
+    kept[2:4, 2:4, 2:4] = True
+    active = active_cells(kept)
+    assert int(active.sum()) == 4 ** 3
+    usage = hash_entries_in_use(enc, active)
+    assert 0 < usage["used_params"] < usage["total_params"]
+    assert any(p["used"] < p["size"] for p in usage["per_level"] if p["dense"])
+    # Points anywhere inside the active cells encode identically once the unused entries are zeroed.
+    cells = torch.nonzero(active).float()
+    x = (cells[torch.randint(len(cells), (2000,))] + torch.rand(2000, 3)) / 8
+    before = enc(x)
+    zeroed = zero_unused_entries(enc, active)
+    assert zeroed * enc.config.features_per_level == usage["droppable_params"]
+    assert torch.allclose(enc(x), before, atol=0, rtol=0)
+    # The gate passes kept space (saliency ~1) and silences pruned space (logit -30).
+    grid = SaliencyGrid(8)
+    with torch.no_grad():
+        grid.logits.fill_(30.0)
+    grid.prune(kept)
+    gated = GatedEncoding(enc, grid)
+    inside = (torch.tensor([[2.5, 2.5, 2.5]]) + 0.5) / 8
+    far = torch.tensor([[0.05, 0.05, 0.95]])
+    assert torch.allclose(gated(inside), enc(inside), atol=1e-6)
+    assert torch.all(gated(far) == 0)
