@@ -88,8 +88,8 @@ def parse_header(path: Path, data: bytes) -> PlyHeader:
     """Parse the PLY header at the start of ``data``; every problem is a ReconError naming ``path``."""
     if not is_ply(data):
         raise ReconError(path, "not a PLY file (missing 'ply' magic)")
-    end = data.find(b"end_header", 0, MAX_HEADER_BYTES)
-    if end < 0:
+    end = data.find(b"\nend_header", 0, MAX_HEADER_BYTES) + 1  # a line of its own, not inside a comment
+    if end <= 0:
         raise ReconError(path, "PLY header has no end_header (truncated or not a PLY file)")
     nl = data.find(b"\n", end)
     if nl < 0:
