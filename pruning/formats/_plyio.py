@@ -163,7 +163,8 @@ def read_elements(path: Path, data: bytes, header: PlyHeader) -> dict[str, np.nd
         offset = 0
         for e in header.elements:
             nbytes = e.count * e.dtype.itemsize
-            out[e.name] = np.frombuffer(body, dtype=e.dtype, count=e.count, offset=offset).copy()
+            # read-only views into ``data``: decoders copy what they keep
+            out[e.name] = np.frombuffer(body, dtype=e.dtype, count=e.count, offset=offset)
             offset += nbytes
         return out
     # ascii: a row has at least 2 bytes per property ("0 "), so check that before splitting.

@@ -95,9 +95,16 @@ def decode(path: Path, data: bytes, header: _plyio.PlyHeader) -> Splats:
                                "(not part of the 3DGS .ply layout)")
     rows = _plyio.read_elements(path, data, header)["vertex"]
 
+    all_f4 = all(t == "f4" for _, t in header.element("vertex").properties)
+    table = rows.view("<f4").reshape(len(rows), -1) if all_f4 and len(rows) else None
+    index = {name: i for i, name in enumerate(header.element("vertex").names)}
+
     def cols(fields: list[str] | tuple[str, ...]) -> np.ndarray:
+        """[N, len(fields)] float32 (one fancy-index on the float table when every property is float)."""
         if not fields:
             return np.zeros((len(rows), 0), np.float32)
+        if table is not None:
+            return table[:, [index[f] for f in fields]]
         return np.stack([rows[f].astype(np.float32) for f in fields], axis=1)
 
     n, k1 = len(rows), len(rest) // 3
@@ -105,7 +112,7 @@ def decode(path: Path, data: bytes, header: _plyio.PlyHeader) -> Splats:
         means=cols(("x", "y", "z")),
         quats=cols(("rot_0", "rot_1", "rot_2", "rot_3")),
         log_scales=cols(("scale_0", "scale_1", "scale_2")),
-        opacity_logits=rows["opacity"].astype(np.float32),
+        opacity_logits=cols(("opacity",))[:, 0].copy(),
         sh0=cols(("f_dc_0", "f_dc_1", "f_dc_2")),
         shN=np.ascontiguousarray(cols(rest).reshape(n, 3, k1).transpose(0, 2, 1)),
     )
