@@ -28,9 +28,8 @@ def _forward(x, table, scales, res, sizes, offsets, dense, active, out):
     n = x.shape[0]
     n_levels = scales.shape[0]
     n_feat = table.shape[1]
-    acc = np.zeros((numba.get_num_threads(), n_feat), np.float32)
     for i in numba.prange(n):
-        a = acc[numba.get_thread_id()]
+        a = np.zeros(n_feat, np.float32)
         x0, x1, x2 = x[i, 0], x[i, 1], x[i, 2]
         for lv in range(n_levels):
             for f in range(n_feat):

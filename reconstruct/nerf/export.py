@@ -1,0 +1,156 @@
+"""`recon export RUN --format pointcloud|mesh` for NeRF runs.
+
+- pointcloud: the density field sampled on a regular grid over the region the field models (the
+  AABB of object scenes; the uncontracted inner cube of contracted scenes), points kept where the
+  cell is occupied and the density exceeds ``density_threshold``; colors from the color MLP
+  averaged over the six axis view directions. Written as a binary .ply (x y z, red green blue
+  uchar) with plyfile.
+- mesh: TSDF fusion with open3d (optional extra ``mesh``: ``pip install 'recon[mesh]'``, i.e.
+  open3d-cpu): expected depth and color are rendered from the run's training cameras, fused into
+  a ScalableTSDFVolume, and marching cubes extracts the triangle mesh (.ply).
+
+Both write through a temp file and a rename, so nothing half-written is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from scenes.errors import ReconError
+
+
+def _inner_box(space) -> tuple[float, float]:
+    """Range of unit-cube coordinates exported: all of it for an AABB, the uncontracted core otherwise."""
+    return (0.0, 1.0) if space.kind == "aabb" else (0.25, 0.75)
+
+
+@torch.no_grad()
+def density_points(field, grid, *, resolution: int = 128, density_threshold: float = 10.0,
+                   chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """World points [P, 3] float32 and colors [P, 3] uint8 of grid cells whose density passes the threshold."""
+    lo, hi = _inner_box(field.space)
+    ax = torch.linspace(lo, hi, resolution + 1)[:-1] + (hi - lo) / (2 * resolution)  # cell centers
+    u = torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(-1, 3)
+    dev = field.encoding.params.device
+    dirs = torch.tensor([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]],
+                        dtype=torch.float32, device=dev)
+    pts, cols = [], []
+    for c in u.split(chunk):
+        c = c.to(dev)
+        if grid is not None:
+            c = c[grid.occupied(c)]
+        if len(c) == 0:
+            continue
+        x = field.space.from_unit(c)
+        sigma, geo = field.density(x)
+        keep = sigma > density_threshold
+        if not bool(keep.any()):
+            continue
+        x, geo = x[keep], geo[keep]
+        rgb = torch.stack([field.color(geo, d.expand(len(geo), 3)) for d in dirs]).mean(0)
+        pts.append(x.cpu())
+        cols.append(rgb.cpu())
+    if not pts:
+        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8)
+    rgb8 = (torch.cat(cols).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    return torch.cat(pts).numpy().astype(np.float32), rgb8
+
+
+def _atomic_target(out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".ply", dir=out.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def write_points_ply(path: Path, points: np.ndarray, colors: np.ndarray) -> Path:
+    """Binary .ply point cloud (float x y z, uchar red green blue), atomically."""
+    from plyfile import PlyData, PlyElement
+
+    assert points.ndim == 2 and points.shape[1] == 3 and colors.shape == points.shape, (points.shape, colors.shape)
+    v = np.empty(len(points), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"),
+                                     ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+    v["x"], v["y"], v["z"] = points.T
+    v["red"], v["green"], v["blue"] = colors.T
+    tmp = _atomic_target(path)
+    try:
+        PlyData([PlyElement.describe(v, "vertex")]).write(str(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def tsdf_mesh(field, grid, scene, *, voxel_size: float | None = None, n_samples: int = 128,
+              ids: list[int] | None = None, chunk: int = 8192):
+    """open3d TriangleMesh fused from depth/color rendered at ``ids`` (default: training views)."""
+    try:
+        import open3d as o3d
+    except ImportError:
+        raise ReconError(None, "mesh export needs open3d: pip install 'recon[mesh]' (open3d-cpu)") from None
+    from reconstruct.nerf.trainer import render_image
+
+    space = field.space
+    extent = 2.0 * space.radius
+    voxel = voxel_size or extent / 256
+    volume = o3d.pipelines.integration.ScalableTSDFVolume(
+        voxel_length=voxel, sdf_trunc=4 * voxel, color_type=o3d.pipelines.integration.TSDFVolumeColorType.RGB8)
+    ids = list(scene.train_ids if ids is None else ids)
+    for frame in ids:
+        rgb, depth, acc = render_image(field, grid, scene.Ks[frame], scene.T_world_cam[frame], scene.width,
+                                       scene.height, near=scene.near, far=scene.far, background=scene.background,
+                                       n_samples=n_samples, chunk=chunk)
+        depth = depth.numpy().astype(np.float32)
+        if space.kind == "contract":
+            depth[depth > scene.far] = 0.0  # keep the measured foreground only
+        color = o3d.geometry.Image(np.ascontiguousarray((rgb.numpy() * 255).round().astype(np.uint8)))
+        rgbd = o3d.geometry.RGBDImage.create_from_color_and_depth(
+            color, o3d.geometry.Image(np.ascontiguousarray(depth)), depth_scale=1.0,
+            depth_trunc=float(scene.far) * 2, convert_rgb_to_intensity=False)
+        K = np.asarray(scene.Ks[frame])
+        intr = o3d.camera.PinholeCameraIntrinsic(scene.width, scene.height, K[0, 0], K[1, 1], K[0, 2], K[1, 2])
+        volume.integrate(rgbd, intr, np.linalg.inv(np.asarray(scene.T_world_cam[frame])))
+    mesh = volume.extract_triangle_mesh()
+    mesh.compute_vertex_normals()
+    return mesh
+
+
+def export_nerf(run_dir: Path, format: str, out: Path | None = None, *, resolution: int = 128,
+                density_threshold: float = 10.0) -> Path:
+    """Write RUN's NeRF as a point cloud or mesh .ply; returns the path written."""
+    from reconstruct.nerf.trainer import load_nerf
+
+    run_dir = Path(run_dir)
+    if format not in ("pointcloud", "mesh"):
+        raise ReconError(run_dir, f"NeRF runs export as pointcloud or mesh, not {format}")
+    out = Path(out) if out is not None else run_dir / f"{format}.ply"
+    if out.suffix.lower() != ".ply":
+        raise ReconError(out, "NeRF exports are .ply files")
+    field, grid, _ = load_nerf(run_dir)
+    if format == "pointcloud":
+        pts, cols = density_points(field, grid, resolution=resolution, density_threshold=density_threshold)
+        if len(pts) == 0:
+            raise ReconError(run_dir, f"no density above {density_threshold} anywhere: nothing to export")
+        return write_points_ply(out, pts, cols)
+    from reconstruct.runs import load_run_scene
+
+    mesh = tsdf_mesh(field, grid, load_run_scene(run_dir))
+    if len(mesh.triangles) == 0:
+        raise ReconError(run_dir, "TSDF fusion found no surface: nothing to export")
+    import open3d as o3d
+
+    tmp = _atomic_target(out)
+    try:
+        if not o3d.io.write_triangle_mesh(str(tmp), mesh):
+            raise ReconError(out, "open3d could not write the mesh")
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return out
