@@ -162,8 +162,8 @@ def rasterize(
         from reconstruct.raster.kernel_cpu import composite_cpu
 
         images, alphas = composite_cpu(
-            proj.means2d, proj.conics, opac, features, bg, bins, proj.radii, width, height,
-            TILE_SIZE, absgrad=absgrad,
+            proj.means2d, proj.conics, opac, features, bg, bins, width, height, TILE_SIZE,
+            absgrad=absgrad,
         )
     if render_mode in ("ED", "RGB+ED"):
         images = torch.cat([images[..., :-1], images[..., -1:] / alphas.clamp(min=1e-10)], dim=-1)

@@ -24,17 +24,36 @@ from reconstruct.raster.projection import ALPHA_MAX, ALPHA_MIN, T_MIN
 _ALPHA_MAX = float(ALPHA_MAX)
 _ALPHA_MIN = float(ALPHA_MIN)
 _T_MIN = float(T_MIN)
+_MARGIN = 1e-3
+"""Pixels this close (in px) outside the analytic ellipse are still tested exactly."""
 
 
 @njit(cache=True, inline="always")
-def _pixel_box(mx, my, rx, ry, x0, y0, pw, ph):
-    """Pixel index range [i0, i1) x [j0, j1) inside the tile whose centers lie within the
-    Gaussian's bounding box |px - mx| <= rx, |py - my| <= ry."""
-    j0 = max(int(math.ceil(mx - rx - 0.5)) - x0, 0)
-    j1 = min(int(math.floor(mx + rx - 0.5)) - x0 + 1, pw)
-    i0 = max(int(math.ceil(my - ry - 0.5)) - y0, 0)
-    i1 = min(int(math.floor(my + ry - 0.5)) - y0 + 1, ph)
-    return i0, i1, j0, j1
+def _row_range(a, b, c, lim, mx, my, y0, ph):
+    """Tile rows [i0, i1) where the ellipse power <= lim reaches a pixel center:
+    |dy| <= sqrt(2 lim a / (a c - b^2)) (= sqrt(2 lim) times the 2D std along y)."""
+    det = a * c - b * b
+    if det <= 0.0 or a <= 0.0:
+        return 0, 0
+    reach = math.sqrt(2.0 * lim * a / det) + _MARGIN
+    i0 = max(int(math.ceil(my - reach - 0.5)) - y0, 0)
+    i1 = min(int(math.floor(my + reach - 0.5)) - y0 + 1, ph)
+    return i0, i1
+
+
+@njit(cache=True, inline="always")
+def _col_range(a, b, c, lim, mx, dy, x0, pw):
+    """Tile columns [j0, j1) of one row (offset dy = my - py) where power <= lim, from the
+    roots of 0.5 a dx^2 + b dy dx + 0.5 c dy^2 - lim = 0 (dx = mx - px)."""
+    disc = 2.0 * a * lim - dy * dy * (a * c - b * b)
+    if disc < 0.0:
+        return 0, 0
+    root = math.sqrt(disc)
+    dx_lo = (-b * dy - root) / a
+    dx_hi = (-b * dy + root) / a
+    j0 = max(int(math.ceil(mx - dx_hi - _MARGIN - 0.5)) - x0, 0)
+    j1 = min(int(math.floor(mx - dx_lo + _MARGIN - 0.5)) - x0 + 1, pw)
+    return j0, j1
 
 
 @njit(cache=True, parallel=True)
@@ -43,7 +62,6 @@ def composite_forward(
     conics,  # [G, 3]
     opacities,  # [G]
     features,  # [G, D]
-    radii,  # [G, 2] int32
     offsets,  # [C * th * tw + 1] int64, last entry = M
     flatten_ids,  # [M] int64
     width,
@@ -87,9 +105,10 @@ def composite_forward(
             if o < _ALPHA_MIN:
                 continue
             lim = math.log(255.0 * o)
-            i0, i1, j0, j1 = _pixel_box(mx, my, radii[g, 0], radii[g, 1], x0, y0, pw, ph)
+            i0, i1 = _row_range(a, b, c, lim, mx, my, y0, ph)
             for i in range(i0, i1):
                 dy = my - (y0 + i + 0.5)
+                j0, j1 = _col_range(a, b, c, lim, mx, dy, x0, pw)
                 for j in range(j0, j1):
                     if done[i, j]:
                         continue
@@ -124,7 +143,6 @@ def composite_backward(
     conics,  # [G, 3]
     opacities,  # [G]
     features,  # [G, D]
-    radii,  # [G, 2] int32
     backgrounds,  # [C, D] (zeros when there is none)
     offsets,  # [C * th * tw + 1] int64
     flatten_ids,  # [M] int64
@@ -187,10 +205,11 @@ def composite_backward(
             g_b = 0.0
             g_c = 0.0
             g_o = 0.0
-            i0, i1, j0, j1 = _pixel_box(mx, my, radii[g, 0], radii[g, 1], x0, y0, pw, ph)
+            i0, i1 = _row_range(a, b, c, lim, mx, my, y0, ph)
             for i in range(i0, i1):
                 py = y0 + i
                 dy = my - (py + 0.5)
+                j0, j1 = _col_range(a, b, c, lim, mx, dy, x0, pw)
                 for j in range(j0, j1):
                     if k > last[i, j]:
                         continue

@@ -21,7 +21,7 @@ def _np64(x: Tensor) -> np.ndarray:
 
 class _CompositeCPU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, means2d, conics, opacities, features, backgrounds, radii, bins, width, height, tile_size, absgrad):
+    def forward(ctx, means2d, conics, opacities, features, backgrounds, bins, width, height, tile_size, absgrad):
         from reconstruct.raster import _numba
 
         C, N, D = features.shape
@@ -31,7 +31,6 @@ class _CompositeCPU(torch.autograd.Function):
             conics=_np64(conics.reshape(C * N, 3)),
             opacities=_np64(opacities.reshape(C * N)),
             features=_np64(features.reshape(C * N, D)),
-            radii=np.ascontiguousarray(radii.reshape(C * N, 2).numpy()),
             offsets=np.ascontiguousarray(offsets.numpy().astype(np.int64)),
             flatten_ids=np.ascontiguousarray(bins.flatten_ids.numpy().astype(np.int64)),
         )
@@ -40,7 +39,7 @@ class _CompositeCPU(torch.autograd.Function):
         last_ids = np.zeros((C, height, width), dtype=np.int64)
         _numba.composite_forward(
             arrays["means2d"], arrays["conics"], arrays["opacities"], arrays["features"],
-            arrays["radii"], arrays["offsets"], arrays["flatten_ids"], width, height, tile_size,
+            arrays["offsets"], arrays["flatten_ids"], width, height, tile_size,
             bins.tile_width, bins.tile_height, out, T_final, last_ids,
         )
         dtype = features.dtype
@@ -76,7 +75,7 @@ class _CompositeCPU(torch.autograd.Function):
         v_o = np.zeros(M)
         v_f = np.zeros((M, D))
         _numba.composite_backward(
-            a["means2d"], a["conics"], a["opacities"], a["features"], a["radii"], bg,
+            a["means2d"], a["conics"], a["opacities"], a["features"], bg,
             a["offsets"], a["flatten_ids"], width, height, tile_size, tw, th,
             ctx.T_final, ctx.last_ids, v_out, v_alpha, v_m, v_abs, v_q, v_o, v_f,
         )
@@ -97,7 +96,7 @@ class _CompositeCPU(torch.autograd.Function):
             v_bg = (torch.from_numpy(ctx.T_final)[..., None] * torch.from_numpy(v_out)).sum((1, 2)).to(dtype)
         if ctx.absgrad_target is not None:
             ctx.absgrad_target.absgrad = reduce(v_abs, (C, N, 2))
-        return v_means2d, v_conics, v_opac, v_feat, v_bg, None, None, None, None, None, None
+        return v_means2d, v_conics, v_opac, v_feat, v_bg, None, None, None, None, None
 
 
 def composite_cpu(
@@ -107,7 +106,6 @@ def composite_cpu(
     features: Tensor,  # [C, N, D]
     backgrounds: Tensor | None,  # [C, D]
     bins: TileBins,
-    radii: Tensor,  # [C, N, 2] int32
     width: int,
     height: int,
     tile_size: int,
@@ -116,5 +114,5 @@ def composite_cpu(
 ) -> tuple[Tensor, Tensor]:
     """Composite with the numba kernel. Returns features [C, H, W, D], alphas [C, H, W, 1]."""
     return _CompositeCPU.apply(
-        means2d, conics, opacities, features, backgrounds, radii, bins, width, height, tile_size, absgrad
+        means2d, conics, opacities, features, backgrounds, bins, width, height, tile_size, absgrad
     )
