@@ -60,7 +60,9 @@ class Hook(Protocol):
 
 
 class NonFiniteError(RuntimeError):
-    pass
+    def __init__(self, message: str, *, params_corrupted: bool = False) -> None:
+        super().__init__(message)
+        self.params_corrupted = params_corrupted
 
 
 class Trainer:
@@ -74,7 +76,8 @@ class Trainer:
         self.regularizers: list[Regularizer] = []
         self.strategies: list = []
         self.strategy_states: list[dict] = []
-        self.bad_steps = 0
+        self.bad_steps = 0  # failures in a row
+        self.failed_steps: list[int] = []
         self.train_ids = list(scene.train_ids)
         self.background = torch.tensor(scene.background, dtype=torch.float32, device=device)
         centers = scene.T_world_cam[self.train_ids, :3, 3]
@@ -147,7 +150,7 @@ class Trainer:
         for reg in self.regularizers:
             term = reg.loss(self, view, renders, step)
             if term is not None:
-                terms[reg.name] = float(term)
+                terms[reg.name] = term.item()
                 loss = loss + term
         for strategy, state in zip(self.strategies, self.strategy_states):
             strategy.step_pre_backward(self.params, self.optimizers, state, step, info)
@@ -158,7 +161,7 @@ class Trainer:
             opt.step()
             opt.zero_grad(set_to_none=True)
         if not all(torch.isfinite(p).all() for p in self.params.values()):
-            raise NonFiniteError(f"non-finite parameters after step {step}")
+            raise NonFiniteError(f"non-finite parameters after step {step}", params_corrupted=True)
         for strategy, state in zip(self.strategies, self.strategy_states):
             strategy.step_post_backward(self.params, self.optimizers, state, step, info)
         self._cap_growth(step)
@@ -178,19 +181,27 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def run(self, hooks: list[Hook]) -> None:
-        """Train from ``self.step`` to cfg.optim.iters; non-finite steps are rolled back to the last checkpoint."""
+        """Train from ``self.step`` to cfg.optim.iters.
+
+        A step whose loss or gradients are not finite is undone (no update); one that left
+        non-finite parameters restores them from the last checkpoint. Five failures in a row
+        stop the run with a message naming the step; the last good checkpoint stays on disk.
+        """
         max_bad = 5
         while self.step < self.cfg.optim.iters:
             t0 = time.perf_counter()
             try:
                 result = self.step_once(self.step)
             except NonFiniteError as err:
+                self.failed_steps.append(self.step)
                 self.bad_steps += 1
                 if self.bad_steps >= max_bad:
-                    raise ReconError(self.run_dir, f"training diverged: {err}; {max_bad} failures, "
-                                     "last good checkpoint kept") from None
-                self._rollback()
+                    raise ReconError(self.run_dir, f"training diverged: {err} ({max_bad} failed steps in a row); "
+                                     "the last good checkpoint is kept") from None
+                self._undo(restore_params=err.params_corrupted)
+                self.step += 1
                 continue
+            self.bad_steps = 0
             self.seconds += time.perf_counter() - t0
             self.step += 1
             for hook in hooks:
@@ -198,13 +209,14 @@ class Trainer:
         for hook in hooks:
             hook.on_end(self)
 
-    def _rollback(self) -> None:
+    def _undo(self, *, restore_params: bool) -> None:
         for opt in self.optimizers.values():
             opt.zero_grad(set_to_none=True)
         path = self.run_dir / "checkpoint.pt"
-        if path.is_file():
+        if restore_params and path.is_file():
+            step, history, seconds = self.step, self.history, self.seconds
             self.restore(torch.load(path, map_location="cpu", weights_only=False))
-        self.step += 1  # skip the view that failed
+            self.step, self.history, self.seconds = step, history, seconds
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
