@@ -47,9 +47,12 @@ class BenchCommand:
     """Which benchmark to run."""
     json: bool = False
     """Print one JSON object instead of a table."""
+    iters: int | None = None
+    """Step budget per training run (quality, priors): smaller is faster and less converged."""
 
     def run(self) -> int:
         import importlib
+        import inspect
 
         # Each benchmark lives next to what it measures and exposes run_bench(json_out) -> int.
         modules = {
@@ -65,4 +68,7 @@ class BenchCommand:
             if err.name is not None and err.name.startswith(modules[self.what].split(".")[0]):
                 return not_built(f"`recon bench {self.what}`")
             raise
-        return module.run_bench(json_out=self.json)
+        kwargs = {}
+        if self.iters is not None and "iters" in inspect.signature(module.run_bench).parameters:
+            kwargs["iters"] = self.iters
+        return module.run_bench(json_out=self.json, **kwargs)
