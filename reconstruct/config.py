@@ -17,6 +17,8 @@ from typing import Annotated, Literal
 
 import tyro
 
+from reconstruct.priors.config import PriorsConfig
+
 Short = tyro.conf.arg(prefix_name=False)
 """Marks a nested field whose flag has no prefix (``--iters`` rather than ``--optim.iters``)."""
 
@@ -42,7 +44,7 @@ class InitConfig:
     random: uniform points in the training frustums' bounds (also the fallback when sfm finds too few)."""
     n_random: int = 10_000
     """Number of random points."""
-    min_sfm_points: int = 100
+    min_sfm_points: int = 50
     """Fall back to random init below this many triangulated points."""
     initial_opacity: float = 0.1
     """Opacity of every initial Gaussian."""
@@ -146,6 +148,8 @@ class TrainConfig:
     densify: DensifyConfig = field(default_factory=DensifyConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    priors: PriorsConfig = field(default_factory=PriorsConfig)
+    """Sparse-view priors (reconstruct.priors); all off in --preset vanilla."""
 
 
 def to_json(cfg: TrainConfig) -> str:
