@@ -29,6 +29,8 @@ class CompressCommand:
     """Mask fine-tuning steps."""
     mask_lambda: float = 5e-4
     """Mask loss weight (higher removes more Gaussians)."""
+    mask_lr: float = 0.05
+    """Adam learning rate of the mask logits."""
     quantize_steps: int = 600
     """Codebook fine-tuning steps."""
     color_entries: int = 4096
@@ -44,7 +46,7 @@ class CompressCommand:
         none = not (self.masks or self.quantize or self.admm)
         cfg = CompressConfig(
             masks=self.masks or none, quantize=self.quantize or none, mask_steps=self.mask_steps,
-            mask_lambda=self.mask_lambda, quantize_steps=self.quantize_steps,
+            mask_lambda=self.mask_lambda, mask_lr=self.mask_lr, quantize_steps=self.quantize_steps,
             quant=QuantizeConfig(sh0_entries=self.color_entries, shN_entries=self.color_entries),
             device=self.device, progress=not self.json,
         )

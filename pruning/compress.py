@@ -40,8 +40,9 @@ class CompressConfig:
     short fine-tuning phase is what a 2-core CPU affords)."""
     mask_lambda: float = 5e-4
     """Mask loss weight."""
-    mask_lr: float = 0.01
-    """Adam learning rate of the mask logits."""
+    mask_lr: float = 0.05
+    """Adam learning rate of the mask logits (Compact 3DGS: 0.01 over a 30k-step run; a short
+    fine-tuning phase needs a faster rate to move a logit from on (2) to off (-4.6) at all)."""
     mask_prune_every: int = 100
     """Remove masked Gaussians every this many steps (and at the last step)."""
     quantize_steps: int = 600
@@ -70,18 +71,53 @@ def _score(splats, scene, device) -> dict:
     return {"psnr": r["psnr"], "ssim": r["ssim"], "n_test": r["n_test"]}
 
 
-def compress_splats(splats, scene, out_dir: Path, cfg: CompressConfig, *, optim_cfg=None,
-                    ssim_lambda: float = 0.2) -> dict:
-    """Run the phases on ``splats`` trained on ``scene``; write the artifact into ``out_dir``.
-
-    Returns the report dict (also written to out_dir/report.json).
-    """
-    from pruning.artifact import CompactSplats, artifact_bytes, load_artifact, save_artifact
+def mask_phase(params, scene, cfg: CompressConfig, *, optim_cfg, sh_degree: int, ssim_lambda: float = 0.2) -> list:
+    """Fine-tune learnable masks on ``params`` (ParameterDict, edited in place; rows removed)."""
     from pruning.finetune import Phase, make_optimizers, run_phase, scene_scale
     from pruning.masks import MASK_KEY, add_mask_param, mask_modifier
+
+    strategy = MaskStrategy(lambda_mask=cfg.mask_lambda, lr=cfg.mask_lr, prune_every=cfg.mask_prune_every,
+                            final_step=cfg.mask_steps - 1)
+    optimizers = make_optimizers(params, optim_cfg, scene_scale(scene))
+    add_mask_param(params, optimizers, lr=strategy.lr, init_logit=strategy.init_logit)
+    strategy.check_sanity(params, optimizers)
+    phase = Phase("masks", cfg.mask_steps, modifiers=[mask_modifier(strategy)], losses=[strategy.loss],
+                  strategies=[(strategy, strategy.initialize_state())])
+    history = run_phase(params, optimizers, scene, phase, sh_degree=sh_degree, ssim_lambda=ssim_lambda,
+                        seed=cfg.seed, progress=cfg.progress)
+    del params[MASK_KEY]
+    return history
+
+
+def quantize_phase(params, scene, cfg: CompressConfig, *, optim_cfg, sh_degree: int, ssim_lambda: float = 0.2):
+    """Codebooks in the loop on ``params`` (edited in place); returns (CompactSplats, history, codebook sizes)."""
+    from pruning.finetune import Phase, make_optimizers, run_phase, scene_scale
     from pruning.quantize import SplatQuantizer
+
+    quantizer = SplatQuantizer(params, cfg.quant)
+    optimizers = make_optimizers(params, optim_cfg, scene_scale(scene), frozen=tuple(quantizer.books))
+    phase = Phase("codebooks", cfg.quantize_steps, modifiers=[quantizer.modifier], after_step=[quantizer.after_step])
+    history = run_phase(params, optimizers, scene, phase, sh_degree=sh_degree, ssim_lambda=ssim_lambda,
+                        seed=cfg.seed + 1, progress=cfg.progress)
+    for p in params.values():
+        p.requires_grad_(True)
+    sizes = {"scale": [quantizer.scale_rvq.stages, quantizer.scale_rvq.entries],
+             "rotation": [quantizer.rot_rvq.stages, quantizer.rot_rvq.entries],
+             **{name: int(b.entries.shape[0]) for name, b in quantizer.books.items()}}
+    return quantizer.encode(params), history, sizes
+
+
+def compress_splats(splats, scene, out_dir: Path, cfg: CompressConfig, *, optim_cfg=None,
+                    ssim_lambda: float = 0.2, before: dict | None = None) -> dict:
+    """Run the phases on ``splats`` trained on ``scene``; write the artifact into ``out_dir``.
+
+    ``before``: scores of ``splats`` already computed (psnr, ssim, n_test), to skip re-rendering.
+    Returns the report dict.
+    """
+    from pruning.artifact import CompactSplats, artifact_bytes, load_artifact, save_artifact
     from reconstruct.config import OptimConfig
     from reconstruct.runs import resolve_device
+    from reconstruct.splats import Splats
 
     device = resolve_device(cfg.device)
     optim_cfg = optim_cfg or OptimConfig()
@@ -89,45 +125,21 @@ def compress_splats(splats, scene, out_dir: Path, cfg: CompressConfig, *, optim_
     t_start = time.perf_counter()
     report: dict = {"n_before": len(splats), "sh_degree": splats.sh_degree, "masks": cfg.masks,
                     "quantize": cfg.quantize, "device": str(device)}
-    before = _score(splats, scene, device)
+    before = before or _score(splats, scene, device)
     report.update(psnr_before=before["psnr"], ssim_before=before["ssim"], n_test=before["n_test"])
-    scale = scene_scale(scene)
     params = _params_from_splats(splats, device)
-    history = {}
-    timings = {}
+    history, timings = {}, {}
+    kw = dict(optim_cfg=optim_cfg, sh_degree=splats.sh_degree, ssim_lambda=ssim_lambda)
     if cfg.masks:
         t0 = time.perf_counter()
-        strategy = MaskStrategy(lambda_mask=cfg.mask_lambda, lr=cfg.mask_lr, prune_every=cfg.mask_prune_every,
-                                final_step=cfg.mask_steps - 1)
-        optimizers = make_optimizers(params, optim_cfg, scale)
-        add_mask_param(params, optimizers, lr=strategy.lr, init_logit=strategy.init_logit)
-        strategy.check_sanity(params, optimizers)
-        phase = Phase("masks", cfg.mask_steps, modifiers=[mask_modifier(strategy)], losses=[strategy.loss],
-                      strategies=[(strategy, strategy.initialize_state())])
-        history["masks"] = run_phase(params, optimizers, scene, phase, sh_degree=splats.sh_degree,
-                                     ssim_lambda=ssim_lambda, seed=cfg.seed, progress=cfg.progress)
-        del params[MASK_KEY]
+        history["masks"] = mask_phase(params, scene, cfg, **kw)
         timings["masks_seconds"] = time.perf_counter() - t0
     report["n_after"] = int(params["means"].shape[0])
     if cfg.quantize:
         t0 = time.perf_counter()
-        quantizer = SplatQuantizer(params, cfg.quant)
-        timings["codebook_init_seconds"] = time.perf_counter() - t0
-        optimizers = make_optimizers(params, optim_cfg, scale, frozen=tuple(quantizer.books))
-        phase = Phase("codebooks", cfg.quantize_steps, modifiers=[quantizer.modifier],
-                      after_step=[quantizer.after_step])
-        history["codebooks"] = run_phase(params, optimizers, scene, phase, sh_degree=splats.sh_degree,
-                                         ssim_lambda=ssim_lambda, seed=cfg.seed + 1, progress=cfg.progress)
-        compact = quantizer.encode(params)
+        compact, history["codebooks"], report["codebooks"] = quantize_phase(params, scene, cfg, **kw)
         timings["quantize_seconds"] = time.perf_counter() - t0
-        report["codebooks"] = {
-            "scale": [quantizer.scale_rvq.stages, quantizer.scale_rvq.entries],
-            "rotation": [quantizer.rot_rvq.stages, quantizer.rot_rvq.entries],
-            **{name: int(b.entries.shape[0]) for name, b in quantizer.books.items()},
-        }
     else:
-        from reconstruct.splats import Splats
-
         compact = CompactSplats.from_splats(Splats.from_params(params))
     save_artifact(out_dir, compact)
     report["artifact_bytes"] = artifact_bytes(out_dir)
@@ -190,6 +202,23 @@ def print_report(report: dict, *, json_out: bool) -> None:
     """One JSON object (the issue's keys plus extras) or a rich table."""
     import sys
 
+    if report.get("method") == "nerf":
+        keys = ("psnr_before", "psnr_after", "ssim_before", "ssim_after", "cells_kept", "cells_total",
+                "hash_params_total", "hash_params_in_use", "hash_params_droppable", "fraction_in_use")
+        if json_out:
+            print(json.dumps({k: report[k] for k in keys}))
+        else:
+            from rich.console import Console
+            from rich.table import Table
+
+            table = Table(title=f"recon compress --admm {report.get('run', '')}")
+            table.add_column("")
+            table.add_column("value", justify="right")
+            for k in keys:
+                v = report[k]
+                table.add_row(k, f"{v:.4f}" if isinstance(v, float) else f"{v:,}")
+            Console(file=sys.stdout).print(table)
+        return
     if json_out:
         keys = [*JSON_KEYS, "compressed_ply_bytes", "ratio"]
         print(json.dumps({k: report.get(k) for k in keys if k in report or k in JSON_KEYS}))

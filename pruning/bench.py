@@ -1,0 +1,155 @@
+"""`recon bench compress`: a rate-distortion sweep (mask lambda x color codebook size) on one run.
+
+Source run: the run folder in ``RECON_BENCH_COMPRESS_RUN`` when set, else a short splat run on the
+bundled demo scene (data/demo), trained once into outputs/bench/compress-base and reused.
+For each mask lambda (0 = no masks) the mask phase runs once; for each color codebook size the
+codebook phase runs on the masked splats; every point is the decoded artifact scored on the test
+views. A float16 artifact (no codebooks) is the reference point per lambda.
+
+Output: outputs/bench/compress_rd.json and compress_rd.png (PSNR vs artifact MB, one line per
+lambda, the standard .ply as a marker). Settings through the environment (defaults in brackets):
+RECON_BENCH_COMPRESS_LAMBDAS [0,5e-4,5e-3], RECON_BENCH_COMPRESS_ENTRIES [256,1024,4096],
+RECON_BENCH_COMPRESS_STEPS [200] (steps of each phase), RECON_BENCH_COMPRESS_BASE_ITERS [1500].
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+OUT = Path("outputs") / "bench"
+
+
+def _floats(name: str, default: str) -> list[float]:
+    return [float(v) for v in os.environ.get(name, default).split(",") if v.strip()]
+
+
+def _base_run() -> Path:
+    env = os.environ.get("RECON_BENCH_COMPRESS_RUN")
+    if env:
+        return Path(env)
+    run = OUT / "compress-base"
+    if (run / "splats.ply").is_file() and (run / "config.json").is_file():
+        return run
+    demo = Path(__file__).resolve().parents[1] / "data" / "demo"
+    from reconstruct.run_train import main as train_main
+
+    iters = os.environ.get("RECON_BENCH_COMPRESS_BASE_ITERS", "1500")
+    code = train_main([str(demo), "--iters", iters, "--out", str(run), "--overwrite", "--preset", "vanilla"])
+    if code != 0:
+        raise SystemExit(code)
+    return run
+
+
+def sweep(run_dir: Path, *, lambdas: list[float], entries: list[int], steps: int, progress: bool) -> dict:
+    """Every (lambda, entries) point plus a float16 point per lambda; returns the results dict."""
+    import torch
+
+    from pruning.artifact import CompactSplats, artifact_bytes, load_artifact, save_artifact
+    from pruning.compress import CompressConfig, _params_from_splats, _score, mask_phase, quantize_phase
+    from pruning.quantize import QuantizeConfig
+    from reconstruct.runs import load_config, load_run_scene, load_run_splats, resolve_device
+    from reconstruct.splats import Splats
+
+    train_cfg = load_config(run_dir)
+    scene = load_run_scene(run_dir, cfg=train_cfg)
+    splats = load_run_splats(run_dir)
+    device = resolve_device("auto")
+    base = _score(splats, scene, device)
+    ply_bytes = (run_dir / "splats.ply").stat().st_size
+    kw = dict(optim_cfg=train_cfg.optim, sh_degree=splats.sh_degree, ssim_lambda=train_cfg.loss.ssim_lambda)
+    points = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for lam in lambdas:
+            cfg = CompressConfig(mask_lambda=lam, mask_steps=steps, quantize_steps=steps, progress=progress)
+            params = _params_from_splats(splats, device)
+            t0 = time.perf_counter()
+            if lam > 0:
+                mask_phase(params, scene, cfg, **kw)
+            mask_seconds = time.perf_counter() - t0
+            masked = {k: v.detach().clone() for k, v in params.items()}
+            n_after = int(masked["means"].shape[0])
+            variants = [("float16", None)] + [(f"codebook {e}", e) for e in entries]
+            for label, e in variants:
+                t0 = time.perf_counter()
+                if e is None:
+                    compact = CompactSplats.from_splats(Splats.from_params(masked))
+                else:
+                    p = torch.nn.ParameterDict({k: torch.nn.Parameter(v.clone()) for k, v in masked.items()})
+                    c = copy.deepcopy(cfg)
+                    c.quant = QuantizeConfig(sh0_entries=int(e), shN_entries=int(e))
+                    compact, _, _ = quantize_phase(p, scene, c, **kw)
+                folder = Path(tmp) / f"{lam}-{label}"
+                save_artifact(folder, compact)
+                score = _score(load_artifact(folder), scene, device)
+                points.append({"lambda": lam, "variant": label, "entries": e, "n_after": n_after,
+                               "artifact_bytes": artifact_bytes(folder), "psnr": score["psnr"], "ssim": score["ssim"],
+                               "seconds": time.perf_counter() - t0 + mask_seconds})
+                print(json.dumps(points[-1]), file=sys.stderr)
+    return {"run": str(run_dir), "n_before": len(splats), "ply_bytes": ply_bytes, "psnr_before": base["psnr"],
+            "ssim_before": base["ssim"], "n_test": base["n_test"], "steps": steps, "points": points}
+
+
+def plot(results: dict, path: Path) -> None:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from reconstruct.runs import atomic_write_bytes
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for lam in sorted({p["lambda"] for p in results["points"]}):
+        pts = sorted((p for p in results["points"] if p["lambda"] == lam), key=lambda p: p["artifact_bytes"])
+        ax.plot([p["artifact_bytes"] / 1e6 for p in pts], [p["psnr"] for p in pts], "o-",
+                label=f"masks lambda={lam:g}" if lam > 0 else "no masks")
+    ax.plot([results["ply_bytes"] / 1e6], [results["psnr_before"]], "k*", markersize=12, label="standard .ply")
+    ax.set(xscale="log", xlabel="size (MB, log)", ylabel="test PSNR (dB)",
+           title=f"rate-distortion ({results['n_test']} test views, {results['steps']} steps a phase)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def run_bench(json_out: bool = False) -> int:
+    from reconstruct.runs import atomic_write_text
+
+    run_dir = _base_run()
+    results = sweep(
+        run_dir,
+        lambdas=_floats("RECON_BENCH_COMPRESS_LAMBDAS", "0,5e-4,5e-3"),
+        entries=[int(v) for v in _floats("RECON_BENCH_COMPRESS_ENTRIES", "256,1024,4096")],
+        steps=int(os.environ.get("RECON_BENCH_COMPRESS_STEPS", "200")),
+        progress=not json_out,
+    )
+    OUT.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(OUT / "compress_rd.json", json.dumps(results, indent=2))
+    plot(results, OUT / "compress_rd.png")
+    if json_out:
+        print(json.dumps(results))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"recon bench compress: {run_dir} ({results['n_before']:,} Gaussians, "
+                        f".ply {results['ply_bytes'] / 1e6:.2f} MB, {results['psnr_before']:.2f} dB)")
+    for col in ("lambda", "variant", "Gaussians", "MB", "ratio", "PSNR", "dPSNR", "SSIM"):
+        table.add_column(col, justify="right")
+    for p in results["points"]:
+        table.add_row(f"{p['lambda']:g}", p["variant"], f"{p['n_after']:,}", f"{p['artifact_bytes'] / 1e6:.3f}",
+                      f"{results['ply_bytes'] / p['artifact_bytes']:.1f}x", f"{p['psnr']:.2f}",
+                      f"{p['psnr'] - results['psnr_before']:+.2f}", f"{p['ssim']:.4f}")
+    Console().print(table)
+    print(f"wrote {OUT / 'compress_rd.png'} and {OUT / 'compress_rd.json'}")
+    return 0
