@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from reconstruct.splats import Splats
-from viewer.app import view
+from viewer.app import ViewerConfig, view
 from viewer.demo import demo_scene, two_clusters
 from viewer.server import open_viewer
 
@@ -161,7 +161,7 @@ def test_render_button_shows_server_render_with_view_dependent_color(browser, vi
     shN = np.zeros((len(base), 3, 3), np.float32)
     shN[:MANY, 1] = np.array([-1.0, 0.0, 1.0]) / 0.4886025119029199
     splats = Splats(base.means, base.quats, base.log_scales, base.opacity_logits, base.sh0, shN)
-    app = view(viewer, splats=splats, scene=demo_scene())
+    app = view(viewer, splats=splats, scene=demo_scene(), config=ViewerConfig(max_render_side=480))
     try:
         page = open_page(browser, viewer.url)
         wait_for_screen(page, lambda l, r: l["red"] > 2000 and l["blue"] < 50, "red (DC) splats drawn by the browser",
@@ -189,7 +189,7 @@ def test_live_training_step_counter_advances_and_pause_holds_trainer(browser, vi
     # A small real optimization: pull every splat's DC color towards blue.
     params = {k: torch.nn.Parameter(v) for k, v in two_clusters(MANY).to_params().items()}
     target = torch.tensor([0.0, 0.0, 1.0])
-    opt = torch.optim.Adam([params["sh0"]], lr=0.02)
+    opt = torch.optim.Adam([params["sh0"]], lr=0.1)
     stop = threading.Event()
 
     def train() -> None:
@@ -231,3 +231,32 @@ def test_live_training_step_counter_advances_and_pause_holds_trainer(browser, vi
         stop.set()
         live.close()
         trainer.join(timeout=5.0)
+
+
+def disk_render(T_world_cam: np.ndarray, K: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A stand-in for a NeRF: white image with a blue disk where the world origin projects."""
+    p = np.linalg.inv(T_world_cam) @ np.array([0.0, 0.0, 0.0, 1.0])
+    img = np.ones((height, width, 3), np.float32)
+    if p[2] > 0:
+        u, v = (K @ (p[:3] / p[2]))[:2]
+        yy, xx = np.mgrid[0:height, 0:width]
+        img[(xx - u) ** 2 + (yy - v) ** 2 < (0.12 * height) ** 2] = (0.0, 0.0, 1.0)
+    return img
+
+
+def test_server_only_model_follows_the_camera(browser, viewer, tmp_path):
+    # NeRF runs have no browser splats: every view comes from render_fn on the server.
+    app = view(viewer, render_fn=disk_render, scene=demo_scene())
+    try:
+        page = open_page(browser, viewer.url)
+        wait_for_screen(page, lambda l, r: l["blue"] > 300 and r["blue"] > 300,
+                        "the server-rendered disk at the image center", timeout=30.0, tmp_path=tmp_path)
+        client = next(iter(viewer.server.get_clients().values()))
+        before = app.render_count
+        client.camera.position = np.asarray(client.camera.position) + np.array([1.0, 0.0, 0.0])  # move right
+        wait_for_screen(page, lambda l, r: l["blue"] > 300 and r["blue"] == 0,
+                        "the disk to move left after the camera moved right", timeout=30.0, tmp_path=tmp_path)
+        assert app.render_count > before and app.resolution.last_s > 0
+        page.close()
+    finally:
+        app.close()

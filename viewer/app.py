@@ -111,7 +111,7 @@ class ViewerApp:
             splats = self.versions[self.version]
             keep = select_splats(splats, max_count=int(self.gui_budget.value), min_opacity=float(self.gui_opacity.value))
             self._splat_node = show_splats(
-                self.server, splats.subset(keep), name="/splats", visible=not self.gui_follow.value
+                self.server, splats.subset(keep), name="/splats", visible=not (self.gui_follow.value or self._rendered)
             )
             self.shown_count = len(keep)
         self.gui_shown.value = f"{self.shown_count:,} of {len(splats):,}"
@@ -156,7 +156,7 @@ class ViewerApp:
             self.gui_render_info = gui.add_text("Last render", "-", disabled=True)
         self.gui_render.on_click(self._on_render_click)
         self.gui_follow.on_update(lambda _: self._set_follow(self.gui_follow.value))
-        self.gui_depth.on_update(lambda _: self._request_all() if self.gui_follow.value else None)
+        self.gui_depth.on_update(lambda _: self._rerender())
         self.gui_live.on_click(lambda _: self._set_follow(False, clear=True))
 
     def _set_cameras_visible(self, visible: bool) -> None:
@@ -166,23 +166,29 @@ class ViewerApp:
     def _switch_version(self) -> None:
         self.version = str(self.gui_version.value)
         self.refresh_splats()
-        if self.gui_follow.value:
-            self._request_all()
+        self._rerender()
 
     def _set_follow(self, follow: bool, *, clear: bool = False) -> None:
+        """Follow mode on: browser splats hidden, every camera move re-rendered on the server.
+        Off: the last render stays until ``clear`` (the "Show browser splats" button)."""
         if self.gui_follow.value != follow:
-            self.gui_follow.value = follow  # re-enters through on_update
-            return
+            self.gui_follow.value = follow  # may re-enter through on_update; this method is idempotent
+        if clear:
+            self.server.scene.set_background_image(None)
+            for client in self.server.get_clients().values():
+                client.scene.set_background_image(None)
+            self._rendered = False
         if self._splat_node is not None:
-            self._splat_node.visible = not follow and (clear or not self._showing_render())
+            self._splat_node.visible = not (follow or self._rendered)
         if follow:
             self._request_all()
-        elif clear:
-            self.server.scene.set_background_image(None)
-            self._rendered = False
 
-    def _showing_render(self) -> bool:
-        return self._rendered
+    def _rerender(self) -> None:
+        """Settings changed (depth, version): redo what is on screen."""
+        if self.gui_follow.value:
+            self._request_all()
+        elif self._rendered:
+            self._request_all(full=True)
 
     # -- server rendering ----------------------------------------------------------------------
 
@@ -214,9 +220,9 @@ class ViewerApp:
             self._pending.add(-client_id - 1 if full else client_id)
         self._wake.set()
 
-    def _request_all(self) -> None:
+    def _request_all(self, *, full: bool = False) -> None:
         for cid in self.server.get_clients():
-            self._request(cid)
+            self._request(cid, full=full)
 
     def render_for(self, client: "viser.ClientHandle", *, full: bool) -> tuple[int, int, float]:
         """Render ``client``'s current view and send it as its background image.

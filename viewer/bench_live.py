@@ -67,15 +67,18 @@ def measure(scene_path: Path, *, views: int, resolution: int, block: int, blocks
         if browser:
             page = _open_browser(hook.viewer.url)
         rates: dict[str, list[float]] = {"plain": [], "viewer": []}
+        cpu: dict[str, list[float]] = {"plain": [], "viewer": []}  # process CPU seconds per step (all threads)
         trainer.cfg.optim.iters = 20
         trainer.run([])  # warm-up (numba compilation, caches): not timed
         for b in range(blocks):
             use = b % 2 == 1
             trainer.cfg.optim.iters = trainer.step + block
-            t0 = time.perf_counter()
+            key = "viewer" if use else "plain"
+            t0, c0 = time.perf_counter(), time.process_time()
             trainer.run([_StepOnly(hook)] if use else [])
-            rates["viewer" if use else "plain"].append(block / (time.perf_counter() - t0))
-            print(f"block {b} ({'viewer' if use else 'plain'}): {rates['viewer' if use else 'plain'][-1]:.2f} steps/s",
+            rates[key].append(block / (time.perf_counter() - t0))
+            cpu[key].append((time.process_time() - c0) / block)
+            print(f"block {b} ({key}): {rates[key][-1]:.2f} steps/s, {1000 * cpu[key][-1]:.0f} CPU-ms/step",
                   file=sys.stderr, flush=True)
         stats = hook.live.stats()
         hook.live.close()
@@ -89,6 +92,8 @@ def measure(scene_path: Path, *, views: int, resolution: int, block: int, blocks
         "block_steps": block, "blocks": blocks, "push_every": every, "browser_connected": browser,
         "steps_per_s_plain": rates["plain"], "steps_per_s_viewer": rates["viewer"],
         "slowdown_percent": 100.0 * (1.0 - viewed / plain),
+        "cpu_s_per_step_plain": cpu["plain"], "cpu_s_per_step_viewer": cpu["viewer"],
+        "cpu_overhead_percent": 100.0 * (statistics.mean(cpu["viewer"]) / statistics.mean(cpu["plain"]) - 1.0),
         "pushes": stats.pushes, "caller_ms_per_step": 1000.0 * stats.caller_s / max(stats.updates, 1),
         "worker_s": stats.worker_s,
     }

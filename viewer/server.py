@@ -61,7 +61,7 @@ def open_viewer(*, host: str = "127.0.0.1", port: int = 8080, verbose: bool = Tr
     handle = ViewerHandle(server=server, host=host, port=int(server.get_port()))
     if verbose:
         moved = "" if port in (0, handle.port) else f" (port {port} was taken)"
-        print(f"recon view: open {handle.url}{moved}", flush=True)
+        print(f"viewer: open {handle.url}{moved}", flush=True)
     return handle
 
 
@@ -88,8 +88,8 @@ def quats_to_rotmats(quats: np.ndarray) -> np.ndarray:
 def splat_covariances(splats: Splats) -> np.ndarray:
     """[N, 3, 3] world covariances R S^2 R^T from the quaternions and log scales."""
     R = quats_to_rotmats(splats.quats)  # [N, 3, 3]
-    s2 = np.exp(2.0 * splats.log_scales.astype(np.float64))  # [N, 3]
-    return np.einsum("nij,nj,nkj->nik", R, s2, R).astype(np.float32)
+    M = R * np.exp(splats.log_scales.astype(np.float64))[:, None, :]  # R S: columns scaled, [N, 3, 3]
+    return np.matmul(M, M.transpose(0, 2, 1)).astype(np.float32)  # (R S)(R S)^T = R S^2 R^T
 
 
 def select_splats(splats: Splats, *, max_count: int | None = None, min_opacity: float = 0.0) -> np.ndarray:
