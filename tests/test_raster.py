@@ -423,24 +423,24 @@ def test_default_strategy_densifies_and_prunes_on_cpu():
 
 
 def test_numba_compile_is_cached_for_a_second_process():
-    render_with_grads(make_scene(0, n=10), "cpu")  # this process compiled or loaded the cache
+    render_with_grads(make_scene(0, n=10), "cpu")  # this process compiled or loaded every kernel
     code = (
         "import torch\n"
-        "from reconstruct.raster import rasterize, _numba\n"
+        "from reconstruct.raster import rasterize, _numba, _numba_project\n"
         "m = torch.zeros(1, 3, requires_grad=True)\n"
         "v = torch.eye(4)[None].clone(); v[0, 2, 3] = 2.0\n"
         "K = torch.tensor([[[10.0, 0, 4], [0, 10.0, 4], [0, 0, 1]]])\n"
         "img, a, _ = rasterize(m, torch.tensor([[1.0, 0, 0, 0]]), torch.full((1, 3), 0.1), torch.tensor([0.9]),\n"
-        "                      torch.ones(1, 3), v, K, 8, 8)\n"
+        "                      torch.ones(1, 4, 3, requires_grad=True), v, K, 8, 8)\n"
         "img.sum().backward()\n"
-        "hits = len(_numba.composite_forward.stats.cache_hits) + len(_numba.composite_backward.stats.cache_hits)\n"
-        "misses = len(_numba.composite_forward.stats.cache_misses) + len(_numba.composite_backward.stats.cache_misses)\n"
-        "print(hits, misses)\n"
+        "fns = [_numba.composite_forward, _numba.composite_backward, _numba_project.project_forward,\n"
+        "       _numba_project.project_backward, _numba_project.sh_forward, _numba_project.sh_backward]\n"
+        "print(sum(len(f.stats.cache_hits) for f in fns), sum(len(f.stats.cache_misses) for f in fns))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     hits, misses = map(int, out.stdout.split()[-2:])
-    assert hits == 2 and misses == 0, out.stdout
+    assert hits == 6 and misses == 0, out.stdout
 
 
 @pytest.mark.gpu

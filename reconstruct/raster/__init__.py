@@ -132,11 +132,23 @@ def rasterize(
             far_plane=far_plane, render_mode=render_mode, absgrad=absgrad,
         )
 
-    proj = project_gaussians(
-        means, quats, scales, opacities, viewmats, Ks, width, height,
-        near_plane=near_plane, far_plane=far_plane,
-    )
-    if colors.dim() == 3:
+    # The numba projection has no camera gradients; pose optimization takes the torch path.
+    fused = chosen == "cpu" and not (viewmats.requires_grad or Ks.requires_grad)
+    if fused:
+        from reconstruct.raster.kernel_cpu import project_cpu, sh_colors_cpu
+
+        proj = project_cpu(
+            means, quats, scales, opacities, viewmats, Ks, width, height,
+            near_plane=near_plane, far_plane=far_plane,
+        )
+    else:
+        proj = project_gaussians(
+            means, quats, scales, opacities, viewmats, Ks, width, height,
+            near_plane=near_plane, far_plane=far_plane,
+        )
+    if colors.dim() == 3 and fused:
+        rgb = sh_colors_cpu(colors, sh_degree, means, proj.campos, proj.radii)  # [C, N, 3]
+    elif colors.dim() == 3:
         rgb = sh_colors(colors, sh_degree, means, proj.campos)  # [C, N, 3]
     else:
         rgb = colors[None].expand(C, N, n_color)  # [C, N, D]

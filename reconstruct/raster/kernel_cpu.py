@@ -116,3 +116,116 @@ def composite_cpu(
     return _CompositeCPU.apply(
         means2d, conics, opacities, features, backgrounds, bins, width, height, tile_size, absgrad
     )
+
+
+class _ProjectCPU(torch.autograd.Function):
+    """EWA projection in numba; gradients to means, quats and scales (not the cameras)."""
+
+    @staticmethod
+    def forward(ctx, means, quats, scales, opacities, viewmats, Ks, width, height, near, far, eps2d, cap):
+        from reconstruct.raster import _numba_project
+
+        C, N = viewmats.shape[0], means.shape[0]
+        arrays = dict(
+            means=_np64(means), quats=_np64(quats), scales=_np64(scales),
+            Rvs=_np64(viewmats[:, :3, :3]), tvs=_np64(viewmats[:, :3, 3]), Ks=_np64(Ks),
+        )
+        means2d = np.empty((C, N, 2))
+        conics = np.empty((C, N, 3))
+        depths = np.empty((C, N))
+        radii = np.empty((C, N, 2), dtype=np.int32)
+        _numba_project.project_forward(
+            arrays["means"], arrays["quats"], arrays["scales"], _np64(opacities), arrays["Rvs"], arrays["tvs"],
+            arrays["Ks"], width, height, near, far, eps2d, cap, means2d, conics, depths, radii,
+        )
+        ctx.arrays = arrays
+        ctx.radii = radii
+        ctx.dims = (width, height, eps2d)
+        ctx.dtype = means.dtype
+        radii_t = torch.from_numpy(radii)
+        ctx.mark_non_differentiable(radii_t)
+        dtype = means.dtype
+        return (torch.from_numpy(means2d).to(dtype), torch.from_numpy(conics).to(dtype),
+                torch.from_numpy(depths).to(dtype), radii_t)
+
+    @staticmethod
+    def backward(ctx, v_means2d, v_conics, v_depths, v_radii):
+        from reconstruct.raster import _numba_project
+
+        a = ctx.arrays
+        C, N = a["Rvs"].shape[0], a["means"].shape[0]
+        width, height, eps2d = ctx.dims
+        zeros = {2: np.zeros((C, N, 2)), 3: np.zeros((C, N, 3)), 1: np.zeros((C, N))}
+        v_m2 = _np64(v_means2d) if v_means2d is not None else zeros[2]
+        v_q = _np64(v_conics) if v_conics is not None else zeros[3]
+        v_d = _np64(v_depths) if v_depths is not None else zeros[1]
+        v_means = np.empty((N, 3))
+        v_quats = np.empty((N, 4))
+        v_scales = np.empty((N, 3))
+        _numba_project.project_backward(
+            a["means"], a["quats"], a["scales"], a["Rvs"], a["tvs"], a["Ks"], width, height, eps2d,
+            ctx.radii, v_m2, v_q, v_d, v_means, v_quats, v_scales,
+        )
+        dt = ctx.dtype
+        return (torch.from_numpy(v_means).to(dt), torch.from_numpy(v_quats).to(dt),
+                torch.from_numpy(v_scales).to(dt)) + (None,) * 9
+
+
+class _SHColorsCPU(torch.autograd.Function):
+    """View-dependent SH colors [C, N, 3] in numba; gradients to coefficients and means."""
+
+    @staticmethod
+    def forward(ctx, coeffs, means, campos, radii, degree):
+        from reconstruct.raster import _numba_project
+
+        C, N = campos.shape[0], means.shape[0]
+        c64, m64, p64 = _np64(coeffs), _np64(means), _np64(campos)
+        r = np.ascontiguousarray(radii.numpy())
+        colors = np.empty((C, N, 3))
+        K = (degree + 1) ** 2
+        _numba_project.sh_forward(c64, K, m64, p64, r, colors)
+        ctx.saved = (c64, K, m64, p64, r, colors)
+        ctx.dtype = coeffs.dtype
+        return torch.from_numpy(colors).to(coeffs.dtype)
+
+    @staticmethod
+    def backward(ctx, v_colors):
+        from reconstruct.raster import _numba_project
+
+        c64, K, m64, p64, r, colors = ctx.saved
+        v_coeffs = np.empty_like(c64)
+        v_means = np.empty_like(m64)
+        _numba_project.sh_backward(c64, K, m64, p64, r, colors, _np64(v_colors), v_coeffs, v_means)
+        dt = ctx.dtype
+        return torch.from_numpy(v_coeffs).to(dt), torch.from_numpy(v_means).to(dt), None, None, None
+
+
+def project_cpu(
+    means: Tensor,  # [N, 3]
+    quats: Tensor,  # [N, 4]
+    scales: Tensor,  # [N, 3]
+    opacities: Tensor,  # [N]
+    viewmats: Tensor,  # [C, 4, 4]
+    Ks: Tensor,  # [C, 3, 3]
+    width: int,
+    height: int,
+    *,
+    near_plane: float,
+    far_plane: float,
+):
+    """`projection.project_gaussians` computed by the numba kernels (no camera gradients)."""
+    from reconstruct.raster.projection import EPS2D, TILE_SIZE, Projected
+
+    cap = float(2 * max(width, height) + 2 * TILE_SIZE)
+    means2d, conics, depths, radii = _ProjectCPU.apply(
+        means, quats, scales, opacities.detach(), viewmats.detach(), Ks.detach(), width, height,
+        float(near_plane), float(far_plane), EPS2D, cap,
+    )
+    R, t = viewmats.detach()[:, :3, :3], viewmats.detach()[:, :3, 3]
+    campos = -torch.einsum("cji,cj->ci", R, t)  # [C, 3]
+    return Projected(means2d=means2d, conics=conics, depths=depths, radii=radii, campos=campos)
+
+
+def sh_colors_cpu(coeffs: Tensor, degree: int, means: Tensor, campos: Tensor, radii: Tensor) -> Tensor:
+    """`projection.sh_colors` computed by numba, zero for culled Gaussians: [C, N, 3]."""
+    return _SHColorsCPU.apply(coeffs, means, campos, radii, degree)
