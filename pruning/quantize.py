@@ -43,8 +43,12 @@ class QuantizeConfig:
     """k-means codebook entries for the DC color (0 = keep float16 per Gaussian)."""
     shN_entries: int = 4096
     """k-means codebook entries for the higher SH bands (0 = keep float16 per Gaussian)."""
-    max_entries_fraction: float = 0.25
-    """A color codebook never has more entries than this fraction of the Gaussians."""
+    sh0_max_fraction: float = 0.25
+    """The DC codebook never has more entries than this fraction of the Gaussians."""
+    shN_max_fraction: float = 1 / 32
+    """The higher-band codebook never has more entries than this fraction of the Gaussians: an entry
+    is 3(K-1) float16 values (90 bytes at degree 3) against 2 bytes an index, so on the 10k-100k
+    Gaussians of a sparse-view scene a 4096-entry codebook would outweigh everything else."""
     kmeans_iters: int = 10
     """Lloyd iterations of every codebook initialization."""
     ema_decay: float = 0.8
@@ -80,9 +84,10 @@ class SplatQuantizer:
             self.rot_rvq = ResidualVQ.fit(canonical_quats(params["quats"].detach()), stages=cfg.rot_stages,
                                           entries=cfg.rot_entries, iters=cfg.kmeans_iters, seed=cfg.seed + 100)
             self.books: dict[str, Codebook] = {}
-            cap = max(1, int(cfg.max_entries_fraction * n))
-            for name, entries in (("sh0", cfg.sh0_entries), ("shN", cfg.shN_entries)):
+            for name, entries, frac in (("sh0", cfg.sh0_entries, cfg.sh0_max_fraction),
+                                        ("shN", cfg.shN_entries, cfg.shN_max_fraction)):
                 x = params[name].detach().reshape(n, -1)
+                cap = max(16, int(frac * n))
                 if entries > 0 and x.shape[1] > 0:
                     book = Codebook.fit(x, entries=min(entries, cap), iters=cfg.kmeans_iters, seed=cfg.seed + 200)
                     book.entries = torch.nn.Parameter(book.entries.to(dev))

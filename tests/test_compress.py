@@ -105,3 +105,23 @@ def test_morton_order_is_a_permutation_that_groups_neighbours():
     assert sorted(order.tolist()) == list(range(4000))
     step = np.linalg.norm(np.diff(pts[order], axis=0), axis=1).mean()
     assert step < 0.25 * np.linalg.norm(np.diff(pts, axis=0), axis=1).mean()
+
+
+def test_cli_bad_run_folder_is_one_line_error(tmp_path, capsys):
+    from reconstruct.cli import main
+
+    assert main(["compress", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(tmp_path) in err[0] and "config.json" in err[0]
+
+
+def test_rate_distortion_plot_is_written(tmp_path):
+    from pruning.bench import plot
+
+    results = {"ply_bytes": 2_000_000, "psnr_before": 20.0, "n_test": 3, "steps": 10, "points": [
+        {"lambda": lam, "variant": v, "artifact_bytes": b, "psnr": p}
+        for lam, v, b, p in [(0, "float16", 500_000, 19.9), (0, "codebook 256", 100_000, 19.5),
+                             (5e-4, "float16", 300_000, 19.8), (5e-4, "codebook 256", 60_000, 19.3)]]}
+    plot(results, tmp_path / "rd.png")
+    data = (tmp_path / "rd.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
