@@ -1,0 +1,48 @@
+"""DropGaussian: drop random Gaussians from each training render, compensate the survivors.
+
+With rate p, each Gaussian's opacity is multiplied by m / (1 - p), m ~ Bernoulli(1 - p) (what
+``nn.Dropout`` does to a vector of ones). The remaining Gaussians must explain the image on their
+own, which spreads gradient to Gaussians that sparse views would otherwise leave untouched.
+Evaluation renders never see the modifier (the trainer applies modifiers to training renders only).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from reconstruct.gaussians import Activated
+from reconstruct.priors.config import DropoutConfig
+
+
+def dropout_rate(cfg: DropoutConfig, step: int) -> float:
+    """The scheduled rate at ``step`` (0 when off)."""
+    if not cfg.enabled or step < cfg.start or (cfg.stop is not None and step > cfg.stop):
+        return 0.0
+    if cfg.warmup > 0:
+        return cfg.rate * min(1.0, (step - cfg.start + 1) / cfg.warmup)
+    return cfg.rate
+
+
+def dropout_mask(n: int, rate: float, *, seed: int, step: int, device: torch.device) -> torch.Tensor:
+    """[n] float mask: 0 for dropped Gaussians, 1/(1-rate) for kept ones; reproducible per (seed, step)."""
+    assert 0.0 <= rate < 1.0, rate
+    gen = torch.Generator(device="cpu").manual_seed(int(seed) * 1_000_003 + int(step))
+    keep = torch.rand(n, generator=gen) >= rate
+    return (keep.float() / (1.0 - rate)).to(device)
+
+
+class GaussianDropout:
+    """Trainer modifier: ``(gs, params, step) -> gs`` with dropped-out, compensated opacities."""
+
+    def __init__(self, cfg: DropoutConfig, seed: int) -> None:
+        self.cfg, self.seed = cfg, seed
+        self.calls = 0  # several renders in one step (pseudo / binocular views) get different masks
+
+    def __call__(self, gs: Activated, params, step: int) -> Activated:
+        rate = dropout_rate(self.cfg, step)
+        if rate <= 0.0:
+            return gs
+        self.calls += 1
+        mask = dropout_mask(len(gs.opacities), rate, seed=self.seed + 7919 * self.calls, step=step,
+                            device=gs.opacities.device)
+        return gs.replace(opacities=gs.opacities * mask)
