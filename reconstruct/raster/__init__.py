@@ -162,7 +162,12 @@ def rasterize(
         features = torch.cat([rgb, depth], dim=-1)
         bg = None if backgrounds is None else torch.cat([backgrounds, backgrounds.new_zeros((C, 1))], -1)
 
-    bins = bin_tiles(proj.means2d, proj.radii, proj.depths, width, height, TILE_SIZE)
+    if chosen == "cpu":
+        from reconstruct.raster.kernel_cpu import bin_tiles_cpu
+
+        bins = bin_tiles_cpu(proj.means2d, proj.radii, proj.depths, width, height, TILE_SIZE)
+    else:
+        bins = bin_tiles(proj.means2d, proj.radii, proj.depths, width, height, TILE_SIZE)
     opac = opacities[None, :].expand(C, N)  # [C, N]
     if chosen == "reference":
         from reconstruct.raster.reference import composite_reference

@@ -255,3 +255,58 @@ def composite_backward(
             v_conics[k, 1] = g_b
             v_conics[k, 2] = g_c
             v_opac[k] = g_o
+
+
+@njit(cache=True, inline="always")
+def _tile_rect(mx, my, rx, ry, tile_size, tile_width, tile_height):
+    """Tiles [x0, x1) x [y0, y1) touched by a bounding box (gsplat's rounding)."""
+    tmx = mx / tile_size
+    tmy = my / tile_size
+    trx = rx / tile_size
+    try_ = ry / tile_size
+    x0 = min(max(int(math.floor(tmx - trx)), 0), tile_width)
+    x1 = min(max(int(math.ceil(tmx + trx)), 0), tile_width)
+    y0 = min(max(int(math.floor(tmy - try_)), 0), tile_height)
+    y1 = min(max(int(math.ceil(tmy + try_)), 0), tile_height)
+    return x0, x1, y0, y1
+
+
+@njit(cache=True)
+def bin_tiles(means2d, radii, depths, tile_size, tile_width, tile_height):
+    """Counting sort of (camera, tile, depth) intersections.
+
+    means2d [C, N, 2] float64, radii [C, N, 2] int32, depths [C, N] float64. Returns
+    offsets [C * th * tw + 1] int64, flatten_ids [M] int64 (c * N + n) and tiles_per_gauss
+    [C, N] int64. Gaussians are visited in stable depth order per camera, so each tile's run
+    comes out front to back with ties in index order.
+    """
+    C, N = depths.shape
+    n_tiles = tile_width * tile_height
+    counts = np.zeros(C * n_tiles + 1, dtype=np.int64)
+    tiles_per_gauss = np.zeros((C, N), dtype=np.int64)
+    for cam in range(C):
+        for n in range(N):
+            if radii[cam, n, 0] <= 0 or radii[cam, n, 1] <= 0:
+                continue
+            x0, x1, y0, y1 = _tile_rect(means2d[cam, n, 0], means2d[cam, n, 1], radii[cam, n, 0],
+                                        radii[cam, n, 1], tile_size, tile_width, tile_height)
+            tiles_per_gauss[cam, n] = (x1 - x0) * (y1 - y0)
+            for ty in range(y0, y1):
+                for tx in range(x0, x1):
+                    counts[cam * n_tiles + ty * tile_width + tx + 1] += 1
+    offsets = np.cumsum(counts)
+    flatten_ids = np.empty(offsets[-1], dtype=np.int64)
+    cursor = offsets[:-1].copy()
+    for cam in range(C):
+        order = np.argsort(depths[cam], kind="mergesort")
+        for n in order:
+            if radii[cam, n, 0] <= 0 or radii[cam, n, 1] <= 0:
+                continue
+            x0, x1, y0, y1 = _tile_rect(means2d[cam, n, 0], means2d[cam, n, 1], radii[cam, n, 0],
+                                        radii[cam, n, 1], tile_size, tile_width, tile_height)
+            for ty in range(y0, y1):
+                for tx in range(x0, x1):
+                    t = cam * n_tiles + ty * tile_width + tx
+                    flatten_ids[cursor[t]] = cam * N + n
+                    cursor[t] += 1
+    return offsets, flatten_ids, tiles_per_gauss

@@ -229,3 +229,30 @@ def project_cpu(
 def sh_colors_cpu(coeffs: Tensor, degree: int, means: Tensor, campos: Tensor, radii: Tensor) -> Tensor:
     """`projection.sh_colors` computed by numba, zero for culled Gaussians: [C, N, 3]."""
     return _SHColorsCPU.apply(coeffs, means, campos, radii, degree)
+
+
+def bin_tiles_cpu(
+    means2d: Tensor,  # [C, N, 2]
+    radii: Tensor,  # [C, N, 2] int32
+    depths: Tensor,  # [C, N]
+    width: int,
+    height: int,
+    tile_size: int,
+) -> TileBins:
+    """`projection.bin_tiles` as a numba counting sort (same order, no comparison sort of M)."""
+    import math
+
+    from reconstruct.raster import _numba
+
+    tw, th = math.ceil(width / tile_size), math.ceil(height / tile_size)
+    C = depths.shape[0]
+    offsets, flatten_ids, tiles_per_gauss = _numba.bin_tiles(
+        _np64(means2d), np.ascontiguousarray(radii.numpy()), _np64(depths), tile_size, tw, th
+    )
+    return TileBins(
+        tile_width=tw,
+        tile_height=th,
+        offsets=torch.from_numpy(offsets[:-1]).reshape(C, th, tw),
+        flatten_ids=torch.from_numpy(flatten_ids),
+        tiles_per_gauss=torch.from_numpy(tiles_per_gauss),
+    )
