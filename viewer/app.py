@@ -44,6 +44,8 @@ class ViewerConfig:
     """Seconds per server render that the adaptive resolution aims for when following the camera."""
     max_render_side: int = 1024
     """Longest side of a single "Render view" image (the client's viewport, capped)."""
+    render_backend: str = "auto"
+    """Rasterizer backend of server renders (reconstruct.raster.rasterize): auto picks by device."""
 
 
 class ViewerApp:
@@ -87,8 +89,11 @@ class ViewerApp:
         self._build_gui()
         self._build_scene()
         self.server.on_client_connect(self._on_connect)
+        self._renderer_lock = threading.Lock()
         self._worker = threading.Thread(target=self._render_loop, name="recon-view-render", daemon=True)
         self._worker.start()
+        if self.versions:
+            threading.Thread(target=self._warm_up, name="recon-view-warm-up", daemon=True).start()
 
     # -- scene ---------------------------------------------------------------------------------
 
@@ -197,10 +202,23 @@ class ViewerApp:
         if not self.versions:
             assert self.render_fn is not None
             return self.render_fn
-        if self.version not in self._renderers:
-            background = self.scene.background if self.scene is not None else self.background
-            self._renderers[self.version] = SplatRenderer(self.versions[self.version], background=background)
-        return self._renderers[self.version]
+        with self._renderer_lock:
+            if self.version not in self._renderers:
+                background = self.scene.background if self.scene is not None else self.background
+                self._renderers[self.version] = SplatRenderer(
+                    self.versions[self.version], background=background, backend=self.config.render_backend
+                )
+            return self._renderers[self.version]
+
+    def _warm_up(self) -> None:
+        """Build the renderer and render one tiny view in the background, so the first "Render
+        view" click does not also pay for imports and kernel compilation."""
+        try:
+            T = np.eye(4)
+            T[2, 3] = -1.0
+            self.renderer()(T, np.array([[16.0, 0, 8], [0, 16.0, 8], [0, 0, 1]]), 16, 16)
+        except Exception:  # noqa: BLE001 - a real render reports its own failure in the GUI
+            pass
 
     def _on_connect(self, client: "viser.ClientHandle") -> None:
         @client.camera.on_update

@@ -64,9 +64,11 @@ class SplatRenderer:
     """Renders a fixed :class:`Splats` set with ``reconstruct.raster.rasterize``; tensors are
     built once and reused for every view."""
 
-    def __init__(self, splats: Splats, *, background: tuple[float, float, float] = (1.0, 1.0, 1.0), device=None) -> None:
+    def __init__(self, splats: Splats, *, background: tuple[float, float, float] = (1.0, 1.0, 1.0), device=None,
+                 backend: str = "auto") -> None:
         import torch
 
+        self.backend = backend  # rasterize backend: "auto" (by device), "cpu", "gsplat", "reference"
         self.device = default_device() if device is None else device
         self.background = tuple(float(c) for c in background)
         self.sh_degree = splats.sh_degree
@@ -93,7 +95,7 @@ class SplatRenderer:
             images, alphas, _ = rasterize(
                 self.means, self.quats, self.scales, self.opacities, self.colors, viewmat, Ks,
                 int(width), int(height), sh_degree=self.sh_degree, backgrounds=bg,
-                render_mode="ED" if depth else "RGB",
+                render_mode="ED" if depth else "RGB", backend=self.backend,
             )
         if depth:
             d = images[0, ..., 0].float().cpu().numpy()  # [H, W]
