@@ -27,8 +27,8 @@ parameter dict, so the "masks" row follows its Gaussian.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -148,6 +148,9 @@ class MaskStrategy:
     Gaussian whose hard mask is off."""
     init_logit: float = 2.0
     """Initial mask logit (sigmoid(2) = 0.88: every Gaussian starts on)."""
+    linked_states: Callable[[], list[dict]] | None = field(default=None, repr=False)
+    """Returns the running states of the other strategies on the same Gaussians (e.g. gsplat's
+    DefaultStrategy grad2d/count/radii): their per-Gaussian tensors are cut with the same rows."""
 
     def initialize_state(self, **_: Any) -> dict[str, Any]:
         """Running state: counts only (gsplat's remove() also slices any per-Gaussian tensors here)."""
@@ -194,6 +197,14 @@ class MaskStrategy:
             remove = torch.ones_like(remove)
             remove[order[: self.keep_min]] = False
         n_removed = remove_rows(params, optimizers, state, remove)
+        if n_removed and self.linked_states is not None:
+            keep = ~remove
+            for other in self.linked_states():
+                if other is state:
+                    continue
+                for k, v in list(other.items()):
+                    if isinstance(v, Tensor) and v.ndim >= 1 and v.shape[0] == n:
+                        other[k] = v[keep.to(v.device)]
         state["n_removed"] = state.get("n_removed", 0) + n_removed
         if self.verbose and n_removed:
             print(f"masks: removed {n_removed} of {n} Gaussians")
@@ -230,6 +241,8 @@ def attach_masks(trainer: Any, strategy: MaskStrategy | None = None) -> MaskStra
     parameter and its Adam, the render modifier, the loss term and the removal strategy (run after
     the densification strategy, so newly split Gaussians inherit their parent's mask logit)."""
     strategy = strategy or MaskStrategy(final_step=trainer.cfg.optim.iters - 1)
+    # The trainer's list is replaced on restore, so look it up each time.
+    strategy.linked_states = lambda: trainer.strategy_states
     n = trainer.params["means"].shape[0]
     trainer.add_parameter(MASK_KEY, torch.full((n,), float(strategy.init_logit)), strategy.lr)
     trainer.strategies.append(strategy)

@@ -94,3 +94,18 @@ def test_mask_loss_alone_drives_masks_off_and_prunes():
         optimizers[MASK_KEY].zero_grad()
         strategy.step_post_backward(params, optimizers, state, step, {})
     assert params["means"].shape[0] == strategy.keep_min
+
+
+def test_removal_also_cuts_linked_strategy_states():
+    params, optimizers = _params(8)
+    add_mask_param(params, optimizers)
+    other = {"grad2d": torch.arange(8.0), "count": torch.ones(8), "scene_scale": 1.0, "radii": None}
+    strategy = MaskStrategy(prune_every=1)
+    state = strategy.initialize_state()
+    strategy.linked_states = lambda: [other, state]
+    with torch.no_grad():
+        params[MASK_KEY][[0, 5]] = -20.0
+    strategy.step_post_backward(params, optimizers, state, step=1, info={})
+    assert params["means"].shape[0] == 6
+    assert torch.equal(other["grad2d"], torch.tensor([1.0, 2, 3, 4, 6, 7]))
+    assert other["count"].shape == (6,) and other["scene_scale"] == 1.0
