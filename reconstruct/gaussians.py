@@ -60,7 +60,7 @@ def create_optimizers(params: torch.nn.ParameterDict, optim: OptimConfig, scene_
     extra = {name: 1e-2 for name in params if name not in lrs}  # e.g. mask logits
     lrs.update(extra)
     return {
-        name: torch.optim.Adam([{"params": params[name], "lr": lrs[name], "name": name}], eps=1e-15)
+        name: torch.optim.Adam([{"params": params[name], "lr": lrs[name], "name": name}], eps=1e-15, fused=True)
         for name in params
     }
 

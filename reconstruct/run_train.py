@@ -126,7 +126,7 @@ def attach_extensions(trainer) -> None:
     """Priors and learnable masks add modifiers, regularizers, parameters and strategies."""
     try:
         from reconstruct.priors import attach_priors
-    except ModuleNotFoundError as err:
+    except ImportError as err:
         if not (err.name or "").startswith("reconstruct.priors"):
             raise
     else:
