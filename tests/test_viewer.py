@@ -242,7 +242,7 @@ def test_live_viewer_rate_limit_snapshot_and_pause():
 
     viewer = open_viewer(port=0, verbose=False)
     try:
-        live = LiveViewer(viewer, scene=demo_scene(), config=LiveConfig(every=10, min_interval_s=0.0, text_interval_s=0.0))
+        live = LiveViewer(viewer, scene=demo_scene(), config=LiveConfig(every=10, min_interval_s=0.0, text_interval_s=0.0, max_duty=1.0))
         params = {k: v.clone() for k, v in two_clusters(50).to_params().items()}
         pushed = []
         for step in range(35):
@@ -250,6 +250,16 @@ def test_live_viewer_rate_limit_snapshot_and_pause():
                 pushed.append(step)
                 live.flush()
         assert pushed == [0, 10, 20, 30]
+        # the duty-cycle limit spaces pushes by (time a push took) / max_duty
+        limited = LiveViewer(viewer, config=LiveConfig(every=1, min_interval_s=0.0, max_duty=0.01))
+        assert limited.update(0, params, 1.0, None, 100)
+        limited.flush()
+        took = limited.stats().worker_s
+        assert not limited.update(1, params, 1.0, None, 100)  # within took / 0.01 of the last push
+        time.sleep(min(took / 0.01 + 0.05, 5.0))
+        assert limited.update(2, params, 1.0, None, 100)
+        limited.flush()
+        limited.close()
         assert live.stats().pushes == 4 and live.gui_step.value == "34"
         # the snapshot is a copy: changing params after update() does not change what was sent
         live.update(40, params, 0.1, None, 100)

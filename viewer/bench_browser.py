@@ -79,7 +79,7 @@ def measure(counts: list[int], *, seconds: float, width: int, height: int) -> li
                 from PIL import Image
 
                 img = np.asarray(Image.open(BytesIO(page.screenshot(clip={
-                    "x": width / 2 - 20, "y": height / 2 - 20, "width": 40, "height": 40}))).convert("RGB"))
+                    "x": 0.42 * width - 15, "y": height / 2 - 15, "width": 30, "height": 30}))).convert("RGB"))
                 if (np.abs(img.astype(int) - 255).max(-1) > 30).mean() > 0.3 or time.monotonic() > deadline:
                     break
                 page.wait_for_timeout(200)

@@ -38,6 +38,10 @@ class LiveConfig:
     """Refresh the step / loss / PSNR text at most this often."""
     max_count: int = 300_000
     """Most visible splats sent per push (keeps messages and browser sorting bounded)."""
+    max_duty: float = 0.05
+    """Share of time the background sender may be busy: after a push that took t seconds the
+    next one waits at least t / max_duty (large scenes are pushed less often, training keeps its cores);
+    1 = no limit."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,7 @@ class LiveViewer:
         self._busy = False
         self._last_push_step: int | None = None
         self._last_push_t = -1e9
+        self._next_push_t = -1e9  # duty-cycle limit, set by the sender after each push
         self._last_text_t = -1e9
         self._n_updates = 0
         self._n_pushes = 0
@@ -168,7 +173,7 @@ class LiveViewer:
         due = (
             self._last_push_step is None
             or step - self._last_push_step >= self.config.every
-        ) and now - self._last_push_t >= self.config.min_interval_s
+        ) and now - self._last_push_t >= self.config.min_interval_s and now >= self._next_push_t
         pushed = False
         if (due or self._pause_push) and not self._busy:
             self._pause_push = False
@@ -207,7 +212,10 @@ class LiveViewer:
                 show_splats(self.server, splats.subset(keep), name="/training/splats")
                 self._n_pushes += 1
             finally:
-                self._worker_s += time.perf_counter() - t0
+                took = time.perf_counter() - t0
+                self._worker_s += took
+                if self.config.max_duty < 1.0:
+                    self._next_push_t = time.monotonic() + took / max(self.config.max_duty, 1e-3)
                 self._busy = False
 
     def stats(self) -> LiveStats:
