@@ -24,6 +24,8 @@ from reconstruct.raster.projection import ALPHA_MAX, ALPHA_MIN, T_MIN
 _ALPHA_MAX = float(ALPHA_MAX)
 _ALPHA_MIN = float(ALPHA_MIN)
 _T_MIN = float(T_MIN)
+_FAST = {"contract", "arcp", "nsz", "reassoc", "afn"}
+"""LLVM fast-math flags for compositing; not nnan/ninf, so NaN/inf tests stay meaningful."""
 _MARGIN = 1e-3
 """Pixels this close (in px) outside the analytic ellipse are still tested exactly."""
 
@@ -56,7 +58,7 @@ def _col_range(a, b, c, lim, mx, dy, x0, pw):
     return j0, j1
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=_FAST)
 def composite_forward(
     means2d,  # [G, 2] float64, G = C * N
     conics,  # [G, 3]
@@ -137,7 +139,7 @@ def composite_forward(
                     out[cam, y0 + i, x0 + j, d] = acc[i, j, d]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=_FAST)
 def composite_backward(
     means2d,  # [G, 2] float64
     conics,  # [G, 3]
