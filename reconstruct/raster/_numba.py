@@ -274,15 +274,16 @@ def _tile_rect(mx, my, rx, ry, tile_size, tile_width, tile_height):
 
 
 @njit(cache=True)
-def bin_tiles(means2d, radii, depths, tile_size, tile_width, tile_height):
+def bin_tiles(means2d, radii, order, tile_size, tile_width, tile_height):
     """Counting sort of (camera, tile, depth) intersections.
 
-    means2d [C, N, 2] float64, radii [C, N, 2] int32, depths [C, N] float64. Returns
+    means2d [C, N, 2] float64, radii [C, N, 2] int32, order [C, N] int64 (each camera's
+    Gaussians sorted by depth, stable). Returns
     offsets [C * th * tw + 1] int64, flatten_ids [M] int64 (c * N + n) and tiles_per_gauss
     [C, N] int64. Gaussians are visited in stable depth order per camera, so each tile's run
     comes out front to back with ties in index order.
     """
-    C, N = depths.shape
+    C, N = order.shape
     n_tiles = tile_width * tile_height
     counts = np.zeros(C * n_tiles + 1, dtype=np.int64)
     tiles_per_gauss = np.zeros((C, N), dtype=np.int64)
@@ -300,8 +301,7 @@ def bin_tiles(means2d, radii, depths, tile_size, tile_width, tile_height):
     flatten_ids = np.empty(offsets[-1], dtype=np.int64)
     cursor = offsets[:-1].copy()
     for cam in range(C):
-        order = np.argsort(depths[cam], kind="mergesort")
-        for n in order:
+        for n in order[cam]:
             if radii[cam, n, 0] <= 0 or radii[cam, n, 1] <= 0:
                 continue
             x0, x1, y0, y1 = _tile_rect(means2d[cam, n, 0], means2d[cam, n, 1], radii[cam, n, 0],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from numba import parallel_chunksize
 from torch import Tensor
 
 from reconstruct.raster.projection import TileBins
@@ -37,11 +38,12 @@ class _CompositeCPU(torch.autograd.Function):
         out = np.zeros((C, height, width, D))
         T_final = np.ones((C, height, width))
         last_ids = np.zeros((C, height, width), dtype=np.int64)
-        _numba.composite_forward(
-            arrays["means2d"], arrays["conics"], arrays["opacities"], arrays["features"],
-            arrays["offsets"], arrays["flatten_ids"], width, height, tile_size,
-            bins.tile_width, bins.tile_height, out, T_final, last_ids,
-        )
+        with parallel_chunksize(1):  # tiles differ in cost: hand them out one at a time
+            _numba.composite_forward(
+                arrays["means2d"], arrays["conics"], arrays["opacities"], arrays["features"],
+                arrays["offsets"], arrays["flatten_ids"], width, height, tile_size,
+                bins.tile_width, bins.tile_height, out, T_final, last_ids,
+            )
         dtype = features.dtype
         images = torch.from_numpy(out)  # [C, H, W, D] without background
         T = torch.from_numpy(T_final)  # [C, H, W]
@@ -74,11 +76,12 @@ class _CompositeCPU(torch.autograd.Function):
         v_q = np.zeros((M, 3))
         v_o = np.zeros(M)
         v_f = np.zeros((M, D))
-        _numba.composite_backward(
-            a["means2d"], a["conics"], a["opacities"], a["features"], bg,
-            a["offsets"], a["flatten_ids"], width, height, tile_size, tw, th,
-            ctx.T_final, ctx.last_ids, v_out, v_alpha, v_m, v_abs, v_q, v_o, v_f,
-        )
+        with parallel_chunksize(1):
+            _numba.composite_backward(
+                a["means2d"], a["conics"], a["opacities"], a["features"], bg,
+                a["offsets"], a["flatten_ids"], width, height, tile_size, tw, th,
+                ctx.T_final, ctx.last_ids, v_out, v_alpha, v_m, v_abs, v_q, v_o, v_f,
+            )
         ids = ctx.flatten_ids
         dtype = ctx.dtype
 
@@ -246,8 +249,9 @@ def bin_tiles_cpu(
 
     tw, th = math.ceil(width / tile_size), math.ceil(height / tile_size)
     C = depths.shape[0]
+    order = torch.sort(depths.detach(), dim=1, stable=True).indices  # [C, N] front to back
     offsets, flatten_ids, tiles_per_gauss = _numba.bin_tiles(
-        _np64(means2d), np.ascontiguousarray(radii.numpy()), _np64(depths), tile_size, tw, th
+        _np64(means2d), np.ascontiguousarray(radii.numpy()), order.numpy(), tile_size, tw, th
     )
     return TileBins(
         tile_width=tw,
