@@ -80,6 +80,7 @@ class ViewerApp:
         self.shown_count = 0
         self.render_count = 0
         self._rendered = False  # a server render is the background right now
+        self._refresh_wanted = False  # slider moved: resend the splats from the worker thread
         self._lock = threading.Lock()  # one scene rebuild / render at a time
         self._wake = threading.Event()
         self._closed = threading.Event()
@@ -142,8 +143,9 @@ class ViewerApp:
                 hint="Hide splats whose opacity is below this.",
             )
             self.gui_shown = gui.add_text("Shown", "0", disabled=True)
-        self.gui_budget.on_update(lambda _: self.refresh_splats())
-        self.gui_opacity.on_update(lambda _: self.refresh_splats())
+        # Sliders send a stream of values while dragged: resend once per burst, with the latest ones.
+        self.gui_budget.on_update(lambda _: self._request_refresh())
+        self.gui_opacity.on_update(lambda _: self._request_refresh())
 
         with gui.add_folder("Scene"):
             self.gui_cameras = gui.add_checkbox("Show cameras", self.scene is not None, disabled=self.scene is None)
@@ -163,6 +165,10 @@ class ViewerApp:
         self.gui_follow.on_update(lambda _: self._set_follow(self.gui_follow.value))
         self.gui_depth.on_update(lambda _: self._rerender())
         self.gui_live.on_click(lambda _: self._set_follow(False, clear=True))
+
+    def _request_refresh(self) -> None:
+        self._refresh_wanted = True
+        self._wake.set()
 
     def _set_cameras_visible(self, visible: bool) -> None:
         for h in self.camera_handles:
@@ -269,6 +275,9 @@ class ViewerApp:
             if not self._wake.wait(timeout=0.25):
                 continue
             self._wake.clear()
+            if self._refresh_wanted:
+                self._refresh_wanted = False
+                self.refresh_splats()
             with self._lock:
                 pending, self._pending = self._pending, set()
             clients = self.server.get_clients()
@@ -281,6 +290,8 @@ class ViewerApp:
                     self.render_for(client, full=full)
                 except Exception as err:  # a failed render must not kill the viewer
                     self.gui_render_info.value = f"render failed: {type(err).__name__}: {err}"[:200]
+                    if self._splat_node is not None and not self._rendered and not self.gui_follow.value:
+                        self._splat_node.visible = True  # nothing to show instead of them
 
     def close(self) -> None:
         """Stop the render worker (the server itself is stopped through the handle)."""

@@ -87,11 +87,17 @@ def measure(scene_path: Path, *, views: int, resolution: int, block: int, blocks
             page[1].close()
             page[0].stop()
     plain, viewed = statistics.mean(rates["plain"]), statistics.mean(rates["viewer"])
+    # Each viewer block against the plain blocks on either side of it (cancels slow drifts).
+    paired = []
+    for j, v in enumerate(rates["viewer"]):
+        around = rates["plain"][j:j + 2]
+        paired.append(100.0 * (1.0 - v / statistics.mean(around)))
     return {
         "scene": str(scene_path), "views": views, "resolution": resolution, "gaussians": len(points),
         "block_steps": block, "blocks": blocks, "push_every": every, "browser_connected": browser,
         "steps_per_s_plain": rates["plain"], "steps_per_s_viewer": rates["viewer"],
         "slowdown_percent": 100.0 * (1.0 - viewed / plain),
+        "paired_slowdown_percent": paired,
         "cpu_s_per_step_plain": cpu["plain"], "cpu_s_per_step_viewer": cpu["viewer"],
         "cpu_overhead_percent": 100.0 * (statistics.mean(cpu["viewer"]) / statistics.mean(cpu["plain"]) - 1.0),
         "pushes": stats.pushes, "caller_ms_per_step": 1000.0 * stats.caller_s / max(stats.updates, 1),
