@@ -284,3 +284,45 @@ def test_live_viewer_rate_limit_snapshot_and_pause():
         live.close()
     finally:
         viewer.stop()
+
+
+def test_recon_view_serves_a_file_and_prints_the_real_port(tmp_path):
+    import re
+    import signal
+    import urllib.request
+
+    from pruning.formats import write_splats
+
+    path = tmp_path / "clusters.splat"
+    write_splats(path, two_clusters(30))
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen(1)
+    taken = blocker.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconstruct.cli", "view", str(path), "--port", str(taken)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        url, deadline, seen = None, time.monotonic() + 60, []
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            m = re.search(r"open (http://127\.0\.0\.1:(\d+))", line)
+            if m:
+                url, port = m.group(1), int(m.group(2))
+            if "showing 60 splats" in line:
+                break
+        assert url is not None, "".join(seen)
+        assert port != taken and f"port {taken} was taken" in "".join(seen)
+        with urllib.request.urlopen(url, timeout=10) as page:
+            assert b"<html" in page.read(2000).lower()  # viser's client is served there
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        blocker.close()
