@@ -476,7 +476,7 @@ def test_gsplat_on_cuda_matches_cpu_kernel():
     # Opacities stay below both alpha clamps (ours 0.99, gsplat 1.5.3's 0.999).
     scene["params"]["opacities"] = scene["params"]["opacities"].clamp_max(0.95)
     cpu = render_with_grads(scene, "cpu")
-    device = torch.device("cuda", 0)
+    device = torch.device(torch.cuda.current_device())  # an index names the CUDA device
     gpu_scene = dict(scene)
     gpu_scene["params"] = {k: v.to(device) for k, v in scene["params"].items()}
     gpu_scene["viewmats"], gpu_scene["Ks"] = scene["viewmats"].to(device), scene["Ks"].to(device)

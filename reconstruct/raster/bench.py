@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -112,6 +113,7 @@ def run_bench(json_out: bool, repeats: int = 5) -> int:
     results = {
         "threads": torch.get_num_threads(),
         "note": "wall-clock on a shared machine; ratios measured in the same run",
+        "load_avg_1min_start": round(os.getloadavg()[0], 2),
         "cases": {},
     }
     console = Console(stderr=True)
@@ -131,16 +133,20 @@ def run_bench(json_out: bool, repeats: int = 5) -> int:
             "max_rel_err": max_rel_err(kernel_out, reference_out),
         }
         if torch.cuda.is_available():
-            gpu_scene = make_scene(case.n_gaussians, case.width, device=torch.device("cuda", 0))
+            gpu_scene = make_scene(case.n_gaussians, case.width, device=torch.device(torch.cuda.current_device()))
             gsplat_ms, gsplat_out = time_backend(gpu_scene, "gsplat", repeats)
             entry["gsplat_ms"] = round(gsplat_ms, 3)
             entry["gsplat_vs_kernel_max_rel_err"] = max_rel_err(gsplat_out, kernel_out)
         results["cases"][name] = entry
+    results["load_avg_1min_end"] = round(os.getloadavg()[0], 2)
 
     if json_out:
         print(json.dumps(results))
         return 0
-    table = Table(title=f"raster forward+backward, median of {repeats} (threads={results['threads']})")
+    table = Table(
+        title=f"raster forward+backward, median of {repeats} (threads={results['threads']}, "
+        f"load average {results['load_avg_1min_start']} -> {results['load_avg_1min_end']})"
+    )
     for col in ("case", "kernel ms", "reference ms", "speedup", "max rel err"):
         table.add_column(col, justify="right")
     for name, e in results["cases"].items():
