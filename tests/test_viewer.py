@@ -326,3 +326,35 @@ def test_recon_view_serves_a_file_and_prints_the_real_port(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
         blocker.close()
+
+
+def _wait(condition, what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_viewer_app_gui_changes_the_scene():
+    from viewer.app import view
+
+    viewer = open_viewer(port=0, verbose=False)
+    try:
+        app = view(viewer, splats=two_clusters(50), compressed=two_clusters(20, seed=1), scene=demo_scene())
+        node = lambda: viewer.server.scene._handle_from_node_name["/splats"]  # noqa: E731
+        assert app.shown_count == 100 and node().buffer.shape[0] == 100
+        assert len(app.camera_handles) == 5 and all(h.visible for h in app.camera_handles)
+        app.gui_version.value = "compressed"
+        _wait(lambda: app.shown_count == 40 and node().buffer.shape[0] == 40, "the compressed version")
+        app.gui_opacity.value = 0.5
+        _wait(lambda: app.shown_count == 20, "the opacity threshold")
+        app.gui_opacity.value = 0.0
+        app.gui_budget.value = 7
+        _wait(lambda: app.shown_count == 7 and node().buffer.shape[0] == 7, "the point budget")
+        app.gui_cameras.value = False
+        assert not any(h.visible for h in app.camera_handles)
+        app.gui_axes.value = True
+        assert viewer.server.scene.world_axes.visible
+        app.close()
+    finally:
+        viewer.stop()
