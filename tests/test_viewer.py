@@ -358,3 +358,49 @@ def test_viewer_app_gui_changes_the_scene():
         app.close()
     finally:
         viewer.stop()
+
+
+def test_nerf_run_is_rendered_on_the_server(tmp_path):
+    """A NeRF run has no splats: `recon view` gets a render_fn built from the run's field."""
+    import dataclasses
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from scene_fixtures import write_blender
+
+    import scenes
+    from reconstruct.config import TrainConfig, to_json
+    from reconstruct.nerf.config import NerfConfig
+    from reconstruct.nerf.trainer import load_nerf, render_image, train_nerf
+    from viewer.loading import load_target
+
+    scene_dir = tmp_path / "scene"
+    write_blender(scene_dir, n_train=4, n_test=1, size=16)
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = TrainConfig(scene=scene_dir, views=None, method="nerf")
+    cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, iters=2),
+                              output=dataclasses.replace(cfg.output, out=run, eval_at_end=False))
+    tiny = NerfConfig(rays_per_batch=64, n_samples=16, log2_hashmap_size=8, n_levels=2, max_resolution=16,
+                      grid_resolution=8)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny problem on a shared machine: one thread is faster
+    try:
+        train_nerf(cfg, scenes.load_scene(scene_dir), run, device=torch.device("cpu"), resume=False, ncfg=tiny,
+                   progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    (run / "config.json").write_text(to_json(cfg))  # what `recon train` writes next to the checkpoint
+    target = load_target(run)
+    assert target.splats is None and target.render_fn is not None and target.scene is not None
+    s = target.scene
+    i = s.test_ids[0]
+    img = target.render_fn(s.T_world_cam[i], s.Ks[i], s.width, s.height)
+    assert img.shape == (s.height, s.width, 3) and np.isfinite(img).all()
+    field, grid, ckpt = load_nerf(run)
+    ref, _, _ = render_image(field, grid, s.Ks[i], s.T_world_cam[i], s.width, s.height, near=s.near, far=s.far,
+                             background=s.background, n_samples=int(ckpt["n_samples"]))
+    np.testing.assert_allclose(img, ref.numpy(), atol=1e-5)
+    depth = target.render_fn(s.T_world_cam[i], s.Ks[i], s.width, s.height, depth=True)
+    assert depth.shape == (s.height, s.width)

@@ -79,7 +79,8 @@ def nerf_render_fn(run: Path, scene: "SceneData | None") -> Callable[..., np.nda
     from viewer.render import default_device
 
     field, grid, ckpt = load_nerf(run, default_device())
-    n_samples = int(ckpt.get("nerf_config", {}).get("n_samples", 128))
+    # The trainer records the sample count it used (its config may leave it None = by device).
+    n_samples = int(ckpt.get("n_samples") or (ckpt.get("nerf_config") or {}).get("n_samples") or 64)
     if scene is not None:
         near, far, background = float(scene.near), float(scene.far), tuple(scene.background)
     else:  # no scene folder: sample the whole occupancy grid
