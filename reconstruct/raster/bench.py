@@ -138,6 +138,7 @@ def run_bench(json_out: bool, repeats: int = 5) -> int:
             entry["gsplat_ms"] = round(gsplat_ms, 3)
             entry["gsplat_vs_kernel_max_rel_err"] = max_rel_err(gsplat_out, kernel_out)
         results["cases"][name] = entry
+        console.log(f"bench raster {name}: {json.dumps(entry)}")
     results["load_avg_1min_end"] = round(os.getloadavg()[0], 2)
 
     if json_out:
