@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reconstruct.splats import SH_C0, Splats
+from reconstruct.splats import Splats
 from scenes.errors import ReconError
 from viewer.demo import demo_scene, front_camera, two_clusters
 from viewer.render import AdaptiveResolution, SplatRenderer, colorize_depth

@@ -7,6 +7,10 @@ drifts such as other jobs on the machine hit both sides); densification is off s
 count, and thus the cost of a step, stays constant. ``--browser`` connects headless chromium to
 the viewer during the viewer blocks (on a CPU-only machine the browser's software WebGL then
 competes with training for the same cores, which a user's GPU browser would not).
+
+Reported: steps/s per block (wall clock), each viewer block's slowdown against the plain blocks
+beside it, and process CPU seconds per step (all threads: a shared, loaded machine inflates wall
+time for both sides alike, CPU time less so), plus the hook's own time on the training thread.
 """
 
 from __future__ import annotations
