@@ -1,9 +1,14 @@
-"""CPU backend: tile compositing in numba with a hand-written backward.
+"""CPU backend: torch autograd Functions around the numba kernels.
 
-Projection, SH and binning run in torch (``projection.py``, autograd handles their
-backward); this module is the expensive part: compositing every tile front to back and
-walking it back to front for the gradients (the 3DGS paper's scheme: the forward keeps the
-final transmittance and the last contributing intersection per pixel).
+- ``_ProjectCPU`` / ``_SHColorsCPU``: EWA projection and SH colors (``_numba_project.py``),
+  backward by hand to means, quats, scales and SH coefficients. With camera gradients
+  requested, ``rasterize`` uses the torch projection instead.
+- ``bin_tiles_cpu``: counting sort of the Gaussian/tile intersections.
+- ``_CompositeCPU``: tile compositing front to back and the 3DGS paper's back-to-front
+  backward (the forward keeps each pixel's final transmittance and last contributor);
+  per-intersection gradient rows are summed into Gaussians with one ``index_add_``.
+
+The kernels compute in float64 whatever the input dtype; results come back in that dtype.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
-"""Shared front end of every CPU rasterizer: EWA projection, SH colors, tile binning.
+"""Front end of the rasterizers in readable PyTorch: EWA projection, SH colors, tile binning.
 
-All of it is plain PyTorch. Projection and SH run under autograd (they are O(C*N) and cheap);
-binning is integer bookkeeping without gradients. The math follows gsplat 1.5.3's pinhole
-path (``fully_fused_projection`` + ``isect_tiles``) so the CPU backends and gsplat on CUDA
-select, order and shade the same Gaussians:
+The reference renderer uses these functions as they are (autograd gives every gradient);
+the CPU kernel runs numba ports of them (``_numba_project.py``, ``_numba.bin_tiles``) and
+the parity tests hold the two to the same values and gradients. The math follows gsplat
+1.5.3's pinhole path (``fully_fused_projection`` + ``isect_tiles``) so the CPU backends and
+gsplat on CUDA select, order and shade the same Gaussians:
 
 - world -> camera with the view matrix, covariance R S S^T R^T rotated into the camera;
 - EWA: 2D covariance J Sigma J^T, the Jacobian J evaluated at a mean whose x/y is clamped to
