@@ -1,0 +1,292 @@
+"""Sparse-view priors: each prior's math on hand-made inputs, its wiring into the trainer, presets/CLI.
+
+Scenes are built here (tiny procedural demo scenes, analytic textured planes); nothing needs
+../shared or a model download.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from reconstruct.config import TrainConfig
+from reconstruct.priors.config import (
+    BinocularConfig, DenseInitConfig, DropoutConfig, PriorsConfig, PseudoViewsConfig, SfmDepthConfig, ramp,
+)
+from scenes.types import SceneData
+
+
+# ---------------------------------------------------------------------- helpers
+def _look_at(center, target) -> np.ndarray:
+    """[4,4] OpenCV camera-to-world looking from center to target (y down)."""
+    z = np.asarray(target, float) - center
+    z /= np.linalg.norm(z)
+    x = np.cross(z, [0.0, -1.0, 0.0])
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)
+    T = np.eye(4)
+    T[:3, :3] = np.stack([x, y, z], 1)
+    T[:3, 3] = center
+    return T
+
+
+def _texture(p: np.ndarray) -> np.ndarray:
+    """Smooth, non-repeating color texture of plane coordinates p [...,2] -> [...,3]."""
+    a, b = p[..., 0], p[..., 1]
+    return np.stack([0.5 + 0.4 * np.sin(7 * a + 3 * np.sin(5 * b)), 0.5 + 0.4 * np.sin(9 * b - 2 * np.cos(6 * a)),
+                     0.5 + 0.4 * np.cos(5 * a + 8 * b)], -1).astype(np.float32)
+
+
+def plane_scene(n_views: int = 3, size: int = 48, depth: float = 3.0) -> SceneData:
+    """Cameras on a short horizontal baseline looking at a textured plane z = depth (analytic images)."""
+    K = np.array([[size * 1.0, 0, size / 2], [0, size * 1.0, size / 2], [0, 0, 1]])
+    Ts = np.stack([_look_at(np.array([x, 0.0, 0.0]), [x * 0.5, 0.0, depth]) for x in np.linspace(-0.4, 0.4, n_views)])
+
+    def load(i: int) -> np.ndarray:
+        ys, xs = np.meshgrid(np.arange(size) + 0.5, np.arange(size) + 0.5, indexing="ij")
+        rays = np.stack([xs, ys, np.ones_like(xs)], -1) @ np.linalg.inv(K).T @ Ts[i][:3, :3].T
+        o = Ts[i][:3, 3]
+        t = (depth - o[2]) / rays[..., 2]
+        hit = o + rays * t[..., None]
+        return _texture(hit[..., :2])
+
+    return SceneData(format="synthetic", root=Path("."), image_paths=(), Ks=np.stack([K] * n_views), T_world_cam=Ts,
+                     width=size, height=size, train_ids=tuple(range(n_views)), test_ids=(), near=1.0, far=8.0,
+                     loader=load)
+
+
+@pytest.fixture(scope="module")
+def demo_scene(tmp_path_factory):
+    import scenes
+    from reconstruct.demo import write_demo_scene
+
+    root = write_demo_scene(tmp_path_factory.mktemp("scene"), n_train=6, n_test=2, size=32)
+    return scenes.load_scene(root, views=4)
+
+
+def _trainer(scene, tmp_path, priors: PriorsConfig, *, n=400, seed=0):
+    from reconstruct.train import Trainer
+
+    cfg = TrainConfig(scene=Path("."), views=4, seed=seed, priors=priors)
+    cfg = dataclasses.replace(cfg, densify=dataclasses.replace(cfg.densify, enabled=False),
+                              optim=dataclasses.replace(cfg.optim, sh_degree=0, iters=20))
+    tr = Trainer(cfg, scene, tmp_path, torch.device("cpu"))
+    rng = np.random.default_rng(seed)
+    tr.initialize(rng.uniform(-0.6, 0.6, (n, 3)), rng.uniform(0, 1, (n, 3)))
+    tr.history.append({"step": 0, "init": "random", "n_points": n})
+    return tr
+
+
+# ---------------------------------------------------------------------- config, presets, CLI
+def test_schedule_ramp_every_start_stop():
+    c = BinocularConfig(enabled=True, weight=2.0, start=10, stop=50, warmup=10, every=2)
+    assert ramp(c, 9) == 0 and ramp(c, 51) == 0 and ramp(c, 11) == 0
+    assert ramp(c, 10) == pytest.approx(0.2) and ramp(c, 30) == 2.0
+    assert ramp(dataclasses.replace(c, enabled=False), 30) == 0
+
+
+def test_presets_vanilla_all_off_sparse_on_and_flags_override():
+    from reconstruct.presets import preset_config
+    from reconstruct.priors.presets import SPARSE_PRIORS
+    from reconstruct.run_train import parse_args
+
+    van = preset_config("vanilla", Path("s"), 3).priors
+    assert not any(getattr(van, f.name).enabled for f in dataclasses.fields(van) if f.name != "cache_dir")
+    sp = preset_config("sparse", Path("s"), 3).priors
+    for f in dataclasses.fields(sp):
+        if f.name != "cache_dir":
+            assert getattr(sp, f.name).enabled == (f.name in SPARSE_PRIORS), f.name
+    cfg, _, _ = parse_args(["s", "--views", "3", "--priors.dropout.no-enabled", "--priors.binocular.weight", "0.7",
+                            "--priors.mono-depth.enabled", "--priors.mono-depth.model", "/x/y"])
+    assert cfg.preset == "sparse" and not cfg.priors.dropout.enabled and cfg.priors.binocular.weight == 0.7
+    assert cfg.priors.mono_depth.enabled and cfg.priors.mono_depth.model == "/x/y"
+    cfg, _, _ = parse_args(["s", "--views", "30"])
+    assert cfg.preset == "vanilla" and not cfg.priors.binocular.enabled
+
+
+# ---------------------------------------------------------------------- dropout
+def test_dropout_mask_rate_compensation_and_reproducibility():
+    from reconstruct.priors.dropout import dropout_mask, dropout_rate
+
+    m = dropout_mask(200_000, 0.1, seed=3, step=5, device=torch.device("cpu"))
+    kept = m > 0
+    assert abs(kept.float().mean().item() - 0.9) < 0.005
+    assert torch.allclose(m[kept], torch.tensor(1 / 0.9))
+    assert abs(m.mean().item() - 1.0) < 0.01  # expected opacity preserved
+    assert torch.equal(m, dropout_mask(200_000, 0.1, seed=3, step=5, device=torch.device("cpu")))
+    assert not torch.equal(m, dropout_mask(200_000, 0.1, seed=3, step=6, device=torch.device("cpu")))
+    c = DropoutConfig(enabled=True, rate=0.2, start=10, stop=20, warmup=5)
+    assert dropout_rate(c, 9) == 0 and dropout_rate(c, 21) == 0 and dropout_rate(c, 10) == pytest.approx(0.04)
+    assert dropout_rate(c, 16) == pytest.approx(0.2)
+
+
+def test_dropout_applies_to_training_renders_only(demo_scene, tmp_path):
+    from reconstruct import gaussians as G
+    from reconstruct.priors import attach_priors
+
+    tr = _trainer(demo_scene, tmp_path, PriorsConfig(dropout=DropoutConfig(enabled=True, rate=0.5)))
+    attach_priors(tr)
+    assert len(tr.modifiers) == 1
+    train_op = tr.training_gaussians(3).opacities
+    eval_op = G.activate(tr.params).opacities
+    dropped = train_op == 0
+    assert 0.35 < dropped.float().mean() < 0.65
+    assert torch.allclose(train_op[~dropped], 2 * eval_op[~dropped])
+
+
+# ---------------------------------------------------------------------- binocular
+def test_warp_from_shifted_matches_disparity():
+    from reconstruct.priors.binocular import warp_from_shifted
+
+    h, w, fx, b, depth = 8, 64, 50.0, 0.2, 2.0  # disparity fx*b/depth = 5 px
+    x = torch.arange(w, dtype=torch.float32) + 0.5
+    shifted = (x / w)[None, :, None].expand(h, w, 3).contiguous()  # ramp: bilinear sampling is exact
+    warped, valid = warp_from_shifted(shifted, torch.full((h, w), depth), fx, b)
+    expect = ((x - 5.0) / w)[None, :, None].expand(h, w, 3)
+    assert valid[:, :5].sum() == 0 and valid[:, 6:].all()
+    assert torch.allclose(warped[valid], expect[valid], atol=1e-5)
+
+
+def test_binocular_loss_prefers_true_depth_and_pulls_toward_it():
+    from reconstruct.priors.binocular import warp_from_shifted
+
+    h, w, fx, b, true_depth = 16, 96, 60.0, 0.25, 2.5
+    x = torch.arange(w, dtype=torch.float32) + 0.5
+    tex = lambda u: torch.stack([0.5 + 0.4 * torch.sin(u / 6), 0.5 + 0.4 * torch.cos(u / 9), 0.5 + 0.3 * torch.sin(u / 4)], -1)  # noqa: E731
+    ref = tex(x)[None].expand(h, w, 3)
+    partner = tex(x + fx * b / true_depth)[None].expand(h, w, 3)  # partner sees the same plane shifted
+
+    def loss_at(d):
+        depth = torch.full((h, w), d, requires_grad=True)
+        warped, valid = warp_from_shifted(partner, depth, fx, b)
+        loss = (warped - ref).abs()[valid].mean()
+        loss.backward()
+        return loss.item(), depth.grad.sum().item()
+
+    l_true, _ = loss_at(true_depth)
+    l_near, g_near = loss_at(true_depth * 0.85)
+    l_far, g_far = loss_at(true_depth * 1.2)
+    assert l_true < 0.1 * min(l_near, l_far)
+    assert g_near < 0 < g_far  # gradient descent moves the depth toward the truth from both sides
+
+
+def test_binocular_regularizer_on_trainer_gives_finite_gradients(demo_scene, tmp_path):
+    from reconstruct.priors import attach_priors
+
+    tr = _trainer(demo_scene, tmp_path, PriorsConfig(binocular=BinocularConfig(enabled=True, start=0)))
+    attach_priors(tr)
+    assert [r.name for r in tr.regularizers] == ["binocular"]
+    r = tr.step_once(0)
+    assert "binocular" in r.terms and np.isfinite(r.terms["binocular"]) and r.terms["binocular"] > 0
+
+
+def test_dense_init_recovers_a_textured_plane():
+    from reconstruct.priors.binocular import dense_points
+
+    scene = plane_scene(3, size=48, depth=3.0)
+    P, C = dense_points(scene, [0, 1, 2], DenseInitConfig(depths=48, window=7, stride=1, min_ncc=0.8))
+    assert len(P) > 300, len(P)
+    err = np.abs(P[:, 2] - 3.0)
+    assert np.median(err) < 0.08 and np.mean(err < 0.2) > 0.9, (np.median(err), np.mean(err < 0.2))
+    assert C.shape == P.shape and C.min() >= 0 and C.max() <= 1
+
+
+def test_dense_init_replaces_initial_points_and_is_cached(tmp_path):
+    from reconstruct.priors import attach_priors
+
+    scene = plane_scene(3, size=40, depth=3.0)
+    pc = PriorsConfig(dense_init=DenseInitConfig(enabled=True, depths=32, stride=2), cache_dir=tmp_path / "cache")
+    tr = _trainer(scene, tmp_path / "a", pc, n=50)
+    attach_priors(tr)
+    n = len(tr.params["means"])
+    assert n > 50 + 50 and "dense plane-sweep" in tr.history[0]["init"]
+    assert len(tr.optimizers["means"].param_groups[0]["params"][0]) == n
+    assert len(list((tmp_path / "cache").glob("dense_init_*.npz"))) == 1
+    tr2 = _trainer(scene, tmp_path / "b", pc, n=50)
+    attach_priors(tr2)
+    assert torch.equal(tr2.params["means"], tr.params["means"])
+
+
+# ---------------------------------------------------------------------- pseudo views
+def test_pseudo_pose_interpolation_and_terms():
+    from reconstruct.priors.pseudo import edge_aware_smoothness, interpolate_pose, opacity_entropy, pseudo_camera
+
+    Ta, Tb = _look_at(np.array([-1.0, 0, 0]), [0, 0, 3]), _look_at(np.array([1.0, 0, 0]), [0, 0, 3])
+    assert np.allclose(interpolate_pose(Ta, Tb, 0.0), Ta) and np.allclose(interpolate_pose(Ta, Tb, 1.0), Tb)
+    mid = interpolate_pose(Ta, Tb, 0.5)
+    assert np.allclose(mid[:3, 3], 0) and np.allclose(mid[:3, :3] @ mid[:3, :3].T, np.eye(3), atol=1e-9)
+    assert np.allclose(mid[:3, 2], [0, 0, 1], atol=1e-9)  # symmetric look directions average to forward
+    T, frame = pseudo_camera(np.stack([Ta, Tb]), [0, 1], np.random.default_rng(0), jitter=0.0, scene_scale=1.0)
+    assert frame in (0, 1) and abs(T[0, 3]) < 0.61
+    rgb = torch.rand(16, 16, 3)
+    assert edge_aware_smoothness(torch.full((16, 16), 2.0), rgb) == 0
+    assert edge_aware_smoothness(torch.rand(16, 16) + 1, rgb) > 0
+    assert opacity_entropy(torch.full((4,), 0.5)) > opacity_entropy(torch.tensor([0.0, 1.0, 0.02, 0.98]))
+
+
+def test_pseudo_views_regularizer_runs_in_training(demo_scene, tmp_path):
+    from reconstruct.priors import attach_priors
+
+    tr = _trainer(demo_scene, tmp_path, PriorsConfig(pseudo_views=PseudoViewsConfig(enabled=True, start=0, every=1)))
+    attach_priors(tr)
+    r = tr.step_once(0)
+    assert r.terms["pseudo_views"] > 0 and np.isfinite(r.terms["pseudo_views"])
+    assert all(p.grad is None for p in tr.params.values())  # step applied and cleared
+
+
+# ---------------------------------------------------------------------- SfM depth
+def test_project_sparse_depth_keeps_nearest_per_cell_and_drops_behind():
+    from reconstruct.priors.depth import project_sparse_depth
+
+    K = np.array([[10.0, 0, 8], [0, 10.0, 8], [0, 0, 1]])
+    pts = np.array([[0, 0, 2.0], [0.001, 0.001, 4.0], [0, 0, -2.0], [5.0, 0, 1.0], [1.5, 1.5, 3.0]])
+    px, z = project_sparse_depth(pts, K, np.eye(4), 16, 16, cell=4)
+    assert sorted(z.tolist()) == [2.0, 3.0]
+    assert {tuple(p) for p in px.tolist()} == {(8, 8), (13, 13)}
+
+
+def test_sfm_depth_loss_zero_at_targets(demo_scene, tmp_path):
+    from reconstruct.priors.depth import SfmDepthLoss
+    from reconstruct.train import ViewBatch
+
+    targets = {7: (torch.tensor([[1, 2], [3, 4]]), torch.tensor([2.0, 4.0]))}
+    loss = SfmDepthLoss(SfmDepthConfig(enabled=True, weight=1.0), targets)
+    render = torch.zeros(1, 8, 8, 4)
+    render[0, 2, 1, 3], render[0, 4, 3, 3] = 2.0, 4.0
+    view = ViewBatch(frame=7, image=torch.zeros(8, 8, 3), T_world_cam=torch.eye(4)[None], K=torch.eye(3)[None])
+    assert float(loss.loss(None, view, render, 0)) == 0
+    render[0, 4, 3, 3] = 6.0
+    assert float(loss.loss(None, view, render, 0)) == pytest.approx(0.25)
+    view.frame = 8
+    assert loss.loss(None, view, render, 0) is None
+
+
+def test_sfm_depth_attached_from_initial_sfm_points(demo_scene, tmp_path):
+    from reconstruct.priors import attach_priors
+
+    tr = _trainer(demo_scene, tmp_path, PriorsConfig(sfm_depth=SfmDepthConfig(enabled=True)))
+    tr.history[0]["init"] = "sfm (400 points from 4 views)"  # the initial Gaussians are the SfM points
+    attach_priors(tr)
+    (reg,) = tr.regularizers
+    assert set(reg.targets) == set(demo_scene.train_ids) and sum(len(t[1]) for t in reg.targets.values()) > 50
+    r = tr.step_once(0)
+    assert r.terms["sfm_depth"] > 0
+
+
+# ---------------------------------------------------------------------- depth losses
+def test_pearson_and_ranking_losses():
+    from reconstruct.priors.depth import pearson_loss, ranking_loss
+
+    a = torch.rand(1000)
+    assert float(pearson_loss(a, 3 * a + 1)) == pytest.approx(0, abs=1e-5)
+    assert float(pearson_loss(a, -a)) == pytest.approx(2, abs=1e-5)
+    ys, xs = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    depth = 1 + xs / 32  # farther to the right
+    g = torch.Generator().manual_seed(0)
+    agree = ranking_loss(depth, 1 / depth, pairs=2000, radius=4, margin=0.0, generator=g)
+    disagree = ranking_loss(depth, depth, pairs=2000, radius=4, margin=0.0, generator=g)
+    assert float(agree) == 0 and float(disagree) > 0
