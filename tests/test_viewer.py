@@ -270,6 +270,10 @@ def test_live_viewer_rate_limit_snapshot_and_pause():
         centers = sent.buffer[:, :3].copy().view(np.float32)
         assert np.abs(centers).max() < 50.0
 
+        before = live.stats().pushes
+        live.final(41, params, 100)  # pushed although the rate limit says no
+        assert live.stats().pushes == before + 1 and live.gui_loss.value == "0.1000"
+
         live.pause()
         done = threading.Event()
 

@@ -106,6 +106,8 @@ class LiveViewer:
         self._worker_s = 0.0
         self._paused_s = 0.0
         self.last_step = -1
+        self._last_loss: float = float("nan")
+        self._last_psnr: float | None = None
         if scene is not None:
             initial_view_from_scene(self.server, scene)
             show_cameras(self.server, scene, with_images=True)
@@ -166,6 +168,7 @@ class LiveViewer:
         t0 = time.perf_counter()
         self._n_updates += 1
         self.last_step = int(step)
+        self._last_loss, self._last_psnr = loss, psnr
         now = time.monotonic()
         if now - self._last_text_t >= self.config.text_interval_s or self._pause_push:
             self._last_text_t = now
@@ -218,6 +221,13 @@ class LiveViewer:
                     self._next_push_t = time.monotonic() + took / max(self.config.max_duty, 1e-3)
                 self._busy = False
 
+    def final(self, step: int, splats_params: Mapping, n_gaussians: int, *, timeout: float = 30.0) -> None:
+        """Send the final splats whatever the rate limit says (waits for a push in flight first)."""
+        self.flush(timeout)
+        self._pause_push = True
+        self.update(step, splats_params, self._last_loss, self._last_psnr, n_gaussians)
+        self.flush(timeout)
+
     def stats(self) -> LiveStats:
         return LiveStats(self._n_updates, self._n_pushes, self._caller_s, self._worker_s, self._paused_s)
 
@@ -255,9 +265,7 @@ class LiveViewerHook:
 
     def on_end(self, trainer) -> None:
         """Send the final splats, print what the viewer cost; the server keeps serving until exit."""
-        self.live._pause_push = True  # force a last push regardless of the rate limit
-        self.live.update(trainer.step, trainer.params, float("nan"), None, len(trainer.params["means"]))
-        self.live.flush()
+        self.live.final(trainer.step, trainer.params, len(trainer.params["means"]))
         s = self.live.stats()
         steps = max(trainer.step - self._step0, 1)
         print(
