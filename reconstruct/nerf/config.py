@@ -27,13 +27,13 @@ class NerfConfig:
     """Hash-encoding implementation (auto: tcnn on CUDA when built, numba on CPU, else torch)."""
     space: Literal["auto", "aabb", "contract"] = "auto"
     """auto: AABB [-1.5, 1.5]^3 (dataset units) for Blender/synthetic scenes, contraction otherwise."""
-    rays_per_batch: int = 1024
-    """Rays per training step."""
-    n_samples: int = 128
-    """Candidate samples per ray before occupancy/early-termination culling."""
+    rays_per_batch: int | None = None
+    """Rays per training step; None = 4096 on CUDA, 512 on CPU."""
+    n_samples: int | None = None
+    """Candidate samples per ray before occupancy/early-termination culling; None = 128 on CUDA, 64 on CPU."""
     grid_resolution: int | None = None
     """Occupancy-grid cells per side; None = 128 on CUDA, 48 on CPU."""
-    early_stop_in_training: bool = True
+    early_stop_in_training: bool = False
     """Drop samples behind opaque surfaces during training (costs a no-grad density pass)."""
     lr: float = 1e-2
     """Adam learning rate (hash table and MLPs), exponentially decayed to 3% at the end."""

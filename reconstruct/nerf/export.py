@@ -7,7 +7,8 @@
   uchar) with plyfile.
 - mesh: TSDF fusion with open3d (optional extra ``mesh``: ``pip install 'recon[mesh]'``, i.e.
   open3d-cpu): expected depth and color are rendered from the run's training cameras, fused into
-  a ScalableTSDFVolume, and marching cubes extracts the triangle mesh (.ply).
+  a UniformTSDFVolume over the same region as the point cloud, and marching cubes extracts the
+  triangle mesh (.ply).
 
 Both write through a temp file and a rename, so nothing half-written is left behind.
 """
@@ -87,7 +88,7 @@ def write_points_ply(path: Path, points: np.ndarray, colors: np.ndarray) -> Path
     return path
 
 
-def tsdf_mesh(field, grid, scene, *, voxel_size: float | None = None, n_samples: int = 128,
+def tsdf_mesh(field, grid, scene, *, resolution: int = 192, n_samples: int = 128,
               ids: list[int] | None = None, chunk: int = 8192):
     """open3d TriangleMesh fused from depth/color rendered at ``ids`` (default: training views)."""
     try:
@@ -97,10 +98,11 @@ def tsdf_mesh(field, grid, scene, *, voxel_size: float | None = None, n_samples:
     from reconstruct.nerf.trainer import render_image
 
     space = field.space
-    extent = 2.0 * space.radius
-    voxel = voxel_size or extent / 256
-    volume = o3d.pipelines.integration.ScalableTSDFVolume(
-        voxel_length=voxel, sdf_trunc=4 * voxel, color_type=o3d.pipelines.integration.TSDFVolumeColorType.RGB8)
+    extent = 2.0 * space.radius  # the AABB, or the uncontracted core of a contracted scene
+    origin = (np.asarray(space.center, np.float64) - space.radius).reshape(3, 1)
+    volume = o3d.pipelines.integration.UniformTSDFVolume(
+        length=extent, resolution=resolution, sdf_trunc=4 * extent / resolution,
+        color_type=o3d.pipelines.integration.TSDFVolumeColorType.RGB8, origin=origin)
     ids = list(scene.train_ids if ids is None else ids)
     for frame in ids:
         rgb, depth, acc = render_image(field, grid, scene.Ks[frame], scene.T_world_cam[frame], scene.width,
@@ -132,7 +134,7 @@ def export_nerf(run_dir: Path, format: str, out: Path | None = None, *, resoluti
     out = Path(out) if out is not None else run_dir / f"{format}.ply"
     if out.suffix.lower() != ".ply":
         raise ReconError(out, "NeRF exports are .ply files")
-    field, grid, _ = load_nerf(run_dir)
+    field, grid, ckpt = load_nerf(run_dir)
     if format == "pointcloud":
         pts, cols = density_points(field, grid, resolution=resolution, density_threshold=density_threshold)
         if len(pts) == 0:
@@ -140,7 +142,7 @@ def export_nerf(run_dir: Path, format: str, out: Path | None = None, *, resoluti
         return write_points_ply(out, pts, cols)
     from reconstruct.runs import load_run_scene
 
-    mesh = tsdf_mesh(field, grid, load_run_scene(run_dir))
+    mesh = tsdf_mesh(field, grid, load_run_scene(run_dir), n_samples=int(ckpt.get("n_samples") or 128))
     if len(mesh.triangles) == 0:
         raise ReconError(run_dir, "TSDF fusion found no surface: nothing to export")
     import open3d as o3d

@@ -75,7 +75,9 @@ class NerfTrainer:
         self.space = scene_space(scene, self.ncfg.space)
         self.field, self.field_config = build_field(self.ncfg, self.space, device)
         res = self.ncfg.grid_resolution or (48 if device.type == "cpu" else 128)
-        self.grid = OccupancyGrid(res, step_size=_occ_step_size(self.space, self.ncfg.n_samples), device=device)
+        self.n_samples = self.ncfg.n_samples or (64 if device.type == "cpu" else 128)
+        self.rays_per_batch = self.ncfg.rays_per_batch or (512 if device.type == "cpu" else 4096)
+        self.grid = OccupancyGrid(res, step_size=_occ_step_size(self.space, self.n_samples), device=device)
         hash_params = [self.field.encoding.params]
         mlp_params = [p for n, p in self.field.named_parameters() if not n.startswith("encoding.")]
         self.optimizer = torch.optim.Adam(
@@ -139,7 +141,7 @@ class NerfTrainer:
         return None if bool((m == 1).all()) else (m > 0).to(self.device)
 
     def render_options(self, training: bool) -> RenderOptions:
-        return RenderOptions(n_samples=self.ncfg.n_samples, stratified=training,
+        return RenderOptions(n_samples=self.n_samples, stratified=training,
                              early_stop_in_training=self.ncfg.early_stop_in_training)
 
     def train_step(self) -> dict:
@@ -150,7 +152,7 @@ class NerfTrainer:
         self.grid.update(step, self.field, level_mask=mask)
         for group in self.optimizer.param_groups:
             group["lr"] = self.ncfg.lr * lr_lambda(step, total=self.iters)
-        n_rand = self.ncfg.rays_per_batch
+        n_rand = self.rays_per_batch
         use_rank = self.depth_prior is not None and self.ncfg.depth_rank_weight > 0
         v, ys, xs = self._sample_pixels(n_rand)
         if use_rank:
@@ -167,25 +169,25 @@ class NerfTrainer:
             if self.ncfg.occ_reg_weight > 0:
                 occ = occlusion_loss(out["sigma"][:n_rand], self.ncfg.occ_reg_samples)
                 loss = loss + self.ncfg.occ_reg_weight * occ
-                terms["occ"] = float(occ)
+                terms["occ"] = float(occ.detach())
             if self.ncfg.s3im_weight > 0 and n_rand >= 64:
                 s3 = s3im_loss(out["rgb"][:n_rand], gt[:n_rand])
                 loss = loss + self.ncfg.s3im_weight * s3
-                terms["s3im"] = float(s3)
+                terms["s3im"] = float(s3.detach())
             if use_rank:
                 k2 = self.ncfg.depth_patch**2
                 d_pred = out["depth"][n_rand:].view(-1, k2)
                 d_prior = self.depth_prior[v[n_rand:], ys[n_rand:], xs[n_rand:]].view(-1, k2)
                 rank = depth_ranking_loss(d_pred, d_prior)
                 loss = loss + self.ncfg.depth_rank_weight * rank
-                terms["rank"] = float(rank)
+                terms["rank"] = float(rank.detach())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.step += 1
         self.seconds += time.perf_counter() - t0
-        psnr = -10.0 * math.log10(max(float(mse), 1e-10))
-        return {"step": self.step, "loss": float(loss), "psnr": psnr, "samples_per_ray": out["n_evaluated"] / len(v),
+        psnr = -10.0 * math.log10(max(float(mse.detach()), 1e-10))
+        return {"step": self.step, "loss": float(loss.detach()), "psnr": psnr, "samples_per_ray": out["n_evaluated"] / len(v),
                 "occupancy": self.grid.occupancy_fraction(), **terms}
 
     def run(self, *, progress: bool = True) -> None:
@@ -220,7 +222,8 @@ class NerfTrainer:
             "field": {k: v.detach().cpu() for k, v in self.field.state_dict().items()},
             "field_config": dataclasses.asdict(self.field_config), "space": self.space.to_dict(),
             "nerf_config": json.loads(json.dumps(dataclasses.asdict(self.ncfg), default=str)),
-            "grid": self.grid.state_dict(), "optimizer": self.optimizer.state_dict(), "rng": rng_state(),
+            "n_samples": self.n_samples, "grid": self.grid.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "rng": rng_state(),
         }
 
     def save_checkpoint(self) -> None:
@@ -330,7 +333,7 @@ def evaluate_nerf_run(run_dir: Path, *, device: torch.device | None = None, writ
     cfg = load_config(run_dir)
     scene = load_run_scene(run_dir, cfg=cfg)
     field, grid, ckpt = load_nerf(run_dir, device)
-    n_samples = int(ckpt["nerf_config"].get("n_samples", 128))
+    n_samples = int(ckpt.get("n_samples") or 128)
     result = evaluate_nerf(field, grid, scene, n_samples=n_samples, out_dir=run_dir if write else None)
     result.update(n_params=sum(p.numel() for p in field.parameters()), train_seconds=float(ckpt["seconds"]),
                   iters=int(ckpt["step"]))
@@ -362,7 +365,7 @@ def train_nerf(cfg, scene: SceneData, run_dir: Path, *, device: torch.device, re
     if not cfg.output.eval_at_end:
         return 0
     trainer.field.eval()
-    result = evaluate_nerf(trainer.field, trainer.grid, scene, n_samples=trainer.ncfg.n_samples, out_dir=run_dir,
+    result = evaluate_nerf(trainer.field, trainer.grid, scene, n_samples=trainer.n_samples, out_dir=run_dir,
                            chunk=trainer.ncfg.eval_chunk)
     result.update(n_params=sum(p.numel() for p in trainer.field.parameters()), train_seconds=trainer.seconds,
                   iters=trainer.step, regularized=trainer.regularize)
