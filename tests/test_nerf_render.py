@@ -57,7 +57,8 @@ def test_render_rays_on_an_analytic_sphere_with_early_termination():
     d = torch.tensor([[0.0, 0.0, 1.0], [0.1, 0.0, 1.0], [0.0, 0.0, 1.0]])
     bg = torch.tensor([0.0, 0.0, 1.0])
     with torch.no_grad():
-        out = render_rays(f, None, o, d, near=0.1, far=10.0, background=bg, options=RenderOptions(n_samples=512, stratified=False))
+        out = render_rays(f, None, o, d, near=0.1, far=10.0, background=bg,
+                          options=RenderOptions(n_samples=512, stratified=False))
     assert torch.allclose(out["rgb"][0], torch.tensor([1.0, 0.0, 0.0]), atol=1e-3)
     assert torch.allclose(out["rgb"][2], bg, atol=1e-6)  # misses the ball
     assert abs(float(out["depth"][0]) - 2.5) < 0.02  # front surface at z = -0.5

@@ -137,6 +137,19 @@ def test_cli_train_method_nerf(scene_dir, tmp_path):
     assert json.loads((run / "config.json").read_text())["method"] == "nerf"
 
 
+def test_cli_eval_scores_a_nerf_run(scene_dir, tmp_path, capsys):
+    from reconstruct.cli import main
+
+    run = tmp_path / "ev"
+    _train(scene_dir, run, 2)
+    (run / "metrics.json").unlink()
+    capsys.readouterr()
+    assert main(["eval", str(run), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["n_test"] == 2 and np.isfinite(out["psnr"])
+    assert json.loads((run / "metrics.json").read_text())["n_test"] == 2
+
+
 def _opaque_center_run(scene_dir: Path, run: Path) -> None:
     """A trained run edited so density is high everywhere and only the central cells are occupied."""
     _train(scene_dir, run, 3)

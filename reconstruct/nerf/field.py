@@ -144,7 +144,8 @@ class NerfField(nn.Module):
             nn.Linear(config.hidden_dim_color, 3),
         )
 
-    def density(self, x_world: torch.Tensor, level_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def density(self, x_world: torch.Tensor,
+                level_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """sigma [N] >= 0 and geometry features [N, geo_feat_dim] at world points [N, 3]."""
         assert x_world.ndim == 2 and x_world.shape[1] == 3, x_world.shape
         u = self.space.to_unit(x_world)

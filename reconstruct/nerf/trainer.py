@@ -77,7 +77,8 @@ class NerfTrainer:
         res = self.ncfg.grid_resolution or (48 if device.type == "cpu" else 128)
         self.n_samples = self.ncfg.n_samples or (64 if device.type == "cpu" else 128)
         self.rays_per_batch = self.ncfg.rays_per_batch or (512 if device.type == "cpu" else 4096)
-        self.grid = OccupancyGrid(res, step_size=_occ_step_size(self.space, self.n_samples), device=device)
+        self.grid = OccupancyGrid(res, step_size=_occ_step_size(self.space, self.n_samples),
+                                  decay=self.ncfg.grid_decay, device=device)
         hash_params = [self.field.encoding.params]
         mlp_params = [p for n, p in self.field.named_parameters() if not n.startswith("encoding.")]
         self.optimizer = torch.optim.Adam(
@@ -187,8 +188,8 @@ class NerfTrainer:
         self.step += 1
         self.seconds += time.perf_counter() - t0
         psnr = -10.0 * math.log10(max(float(mse.detach()), 1e-10))
-        return {"step": self.step, "loss": float(loss.detach()), "psnr": psnr, "samples_per_ray": out["n_evaluated"] / len(v),
-                "occupancy": self.grid.occupancy_fraction(), **terms}
+        return {"step": self.step, "loss": float(loss.detach()), "psnr": psnr,
+                "samples_per_ray": out["n_evaluated"] / len(v), "occupancy": self.grid.occupancy_fraction(), **terms}
 
     def run(self, *, progress: bool = True) -> None:
         """Train to ``iters`` steps with a progress bar, curves and checkpoints."""
@@ -325,13 +326,14 @@ def load_nerf(run_dir: Path, device: torch.device | None = None) -> tuple[NerfFi
     return field.eval(), grid, ckpt
 
 
-def evaluate_nerf_run(run_dir: Path, *, device: torch.device | None = None, write: bool = True) -> dict:
-    """`recon eval RUN` for a NeRF run: scores on the run's test views; rewrites metrics.json."""
+def evaluate_nerf_run(run_dir: Path, *, cfg=None, scene: SceneData | None = None,
+                      device: torch.device | None = None, write: bool = True) -> dict:
+    """`recon eval RUN` for a NeRF run: scores on the run's test views (renders, grid.png, metrics.json)."""
     from reconstruct.runs import atomic_write_text, load_config, load_run_scene
 
     run_dir = Path(run_dir)
-    cfg = load_config(run_dir)
-    scene = load_run_scene(run_dir, cfg=cfg)
+    cfg = cfg or load_config(run_dir)
+    scene = scene or load_run_scene(run_dir, cfg=cfg)
     field, grid, ckpt = load_nerf(run_dir, device)
     n_samples = int(ckpt.get("n_samples") or 128)
     result = evaluate_nerf(field, grid, scene, n_samples=n_samples, out_dir=run_dir if write else None)
