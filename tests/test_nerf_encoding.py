@@ -136,3 +136,19 @@ def test_cuda_torch_function_matches_cpu_and_tcnn_when_built():
         tc = HashEncoding(SMALL, implementation="tcnn").to(dev)
         tc.load_state_dict(cpu.state_dict())
         assert torch.allclose(cpu(x), tc(x.to(dev)).cpu(), atol=1e-3)
+
+
+@pytest.mark.parametrize("impl", ["torch", "numba", "reference"])
+def test_fractional_level_weights_scale_features_and_gradients(impl):
+    g = torch.Generator().manual_seed(3)
+    enc = HashEncoding(SMALL, implementation=impl)
+    enc.params.data.copy_(torch.randn(n_params(SMALL), generator=g))
+    x = torch.rand(200, 3, generator=g)
+    w = torch.tensor([1.0, 1.0, 0.5, 0.0, 0.0, 0.0])
+    full = encode_reference(x, enc.params.detach(), enc.layout, 2)
+    out = enc(x, w)
+    assert torch.allclose(out, full * w.repeat_interleave(2), atol=1e-5)
+    out.sum().backward()
+    lay = enc.layout
+    assert float(enc.params.grad[int(lay.offsets[3]) * 2:].abs().max()) == 0.0
+    assert float(enc.params.grad[int(lay.offsets[2]) * 2:int(lay.offsets[3]) * 2].abs().sum()) > 0.0

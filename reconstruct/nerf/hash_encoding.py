@@ -231,26 +231,29 @@ class HashEncoding(nn.Module):
         return "torch"
 
     def forward(self, x: torch.Tensor, level_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x [N, 3] in [0, 1] -> [N, L*F]. ``level_mask`` [L] (bool or float weights in [0, 1]): levels
+        at 0 are skipped (no lookups, no gradient); fractional weights scale that level's features."""
         assert x.ndim == 2 and x.shape[1] == 3, x.shape
         x = x.float().clamp(0.0, 1.0).contiguous()
         impl = self.resolve(x.device)
         n_feat = self.config.features_per_level
+        active = None if level_mask is None else (level_mask > 0)
         if impl == "reference":
             out = encode_reference(x, self.params, self.layout, n_feat)
         elif impl == "torch":
-            mask = None if level_mask is None else level_mask.bool().tolist()
-            return _HashGridFunction.apply(x, self.params, self.layout, n_feat, mask)
+            mask = None if active is None else active.tolist()
+            out = _HashGridFunction.apply(x, self.params, self.layout, n_feat, mask)
         elif impl == "numba":
             from reconstruct.nerf.hash_numba import hash_encode_numba
 
-            mask = None if level_mask is None else level_mask.bool().cpu().numpy()
-            return hash_encode_numba(x, self.params, self.layout, n_feat, mask)
+            mask = None if active is None else active.cpu().numpy()
+            out = hash_encode_numba(x, self.params, self.layout, n_feat, mask)
         elif impl == "tcnn":
             out = self._forward_tcnn(x)
         else:
             raise ValueError(f"unknown hash-encoding implementation {impl!r}")
-        if level_mask is not None:
-            out = out * level_mask.to(out.dtype).repeat_interleave(n_feat)
+        if level_mask is not None and (impl in ("reference", "tcnn") or bool((level_mask.float() < 1).any())):
+            out = out * level_mask.to(out.dtype).to(out.device).repeat_interleave(n_feat)
         return out
 
     def _forward_tcnn(self, x: torch.Tensor) -> torch.Tensor:

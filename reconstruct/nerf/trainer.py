@@ -139,7 +139,7 @@ class NerfTrainer:
             return None
         m = frequency_mask(step, self.ncfg.n_levels, end_step=int(self.ncfg.freq_reg_fraction * self.iters),
                            start_levels=self.ncfg.freq_reg_start_levels)
-        return None if bool((m == 1).all()) else (m > 0).to(self.device)
+        return None if bool((m == 1).all()) else m.to(self.device)
 
     def render_options(self, training: bool) -> RenderOptions:
         return RenderOptions(n_samples=self.n_samples, stratified=training,
