@@ -37,6 +37,10 @@ class CompressCommand:
     """Entries of each color codebook (sh0 and higher SH bands)."""
     device: str = "auto"
     """auto = the accelerator when there is one, else CPU."""
+    admm_steps: int = 400
+    """ADMM fine-tuning steps (NeRF runs)."""
+    admm_budget: float = 0.1
+    """ADMM L1 budget as a fraction of the saliency-grid cells (NeRF runs)."""
 
     def run(self) -> int:
         # With no technique named, a splat run gets masks + codebooks and a NeRF run gets ADMM.
@@ -48,7 +52,7 @@ class CompressCommand:
             masks=self.masks or none, quantize=self.quantize or none, mask_steps=self.mask_steps,
             mask_lambda=self.mask_lambda, mask_lr=self.mask_lr, quantize_steps=self.quantize_steps,
             quant=QuantizeConfig(sh0_entries=self.color_entries, shN_entries=self.color_entries),
-            device=self.device, progress=not self.json,
+            device=self.device, progress=not self.json, admm_steps=self.admm_steps, admm_budget=self.admm_budget,
         )
         report = compress_run(self.run_dir, cfg, admm=self.admm, auto=none)
         print_report(report, json_out=self.json)

@@ -57,6 +57,10 @@ class CompressConfig:
     """Show progress bars (on stderr)."""
     export_compressed_ply: bool = True
     """Also write RUN/compressed/splats.compressed.ply from the decoded artifact."""
+    admm_steps: int = 400
+    """ADMM fine-tuning steps (NeRF runs)."""
+    admm_budget: float = 0.1
+    """ADMM L1 budget as a fraction of the saliency-grid cells (NeRF runs)."""
 
 
 def _params_from_splats(splats, device: torch.device) -> torch.nn.ParameterDict:
@@ -179,7 +183,12 @@ def compress_run(run_dir: Path, cfg: CompressConfig, *, admm: bool = False, auto
             raise ReconError(run_dir, "a NeRF run compresses with --admm (masks and codebooks are for splat runs)")
         from pruning.admm_nerf import compress_nerf_run
 
-        return compress_nerf_run(run_dir, train_cfg, seed=cfg.seed, progress=cfg.progress)
+        from pruning.admm import ADMMConfig
+        from pruning.admm_nerf import AdmmNerfConfig
+
+        acfg = AdmmNerfConfig(steps=cfg.admm_steps)
+        acfg.admm = ADMMConfig(**{**dataclasses.asdict(acfg.admm), "budget_fraction": cfg.admm_budget})
+        return compress_nerf_run(run_dir, train_cfg, seed=cfg.seed, progress=cfg.progress, cfg=acfg)
     if admm:
         raise ReconError(run_dir, "--admm prunes hash-grid NeRF runs; this is a splat run (use --masks/--quantize)")
     scene = load_run_scene(run_dir, cfg=train_cfg)
