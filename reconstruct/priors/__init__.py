@@ -27,7 +27,7 @@ def _reinitialize(trainer, points, colors, how: str) -> None:
     trainer.history[0].update(init=how, n_points=len(points))
 
 
-def _cached_dense_points(trainer, cache: Path, seed: int):
+def _cached_dense_points(trainer, cache: Path):
     """Dense plane-sweep points for the trainer's scene, cached in ``cache`` keyed by views, size and config."""
     import dataclasses
     import hashlib
@@ -41,13 +41,13 @@ def _cached_dense_points(trainer, cache: Path, seed: int):
 
     scene = trainer.scene
     key = json.dumps([str(getattr(scene, "root", "")), list(map(int, trainer.train_ids)), scene.width, scene.height,
-                      dataclasses.asdict(trainer.cfg.priors.dense_init), seed,
+                      dataclasses.asdict(trainer.cfg.priors.dense_init),
                       np.asarray(scene.T_world_cam)[list(trainer.train_ids)].round(6).tolist()], default=str)
     path = cache / f"dense_init_{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
     if path.is_file():
         with np.load(path) as f:
             return f["points"], f["colors"]
-    P, C = dense_points(scene, list(trainer.train_ids), trainer.cfg.priors.dense_init, seed=seed)
+    P, C = dense_points(scene, list(trainer.train_ids), trainer.cfg.priors.dense_init, seed=0)  # same for every seed
     buf = io.BytesIO()
     np.savez(buf, points=P, colors=C)
     atomic_write_bytes(path, buf.getvalue())
@@ -81,7 +81,7 @@ def attach_priors(trainer) -> None:
 
         from reconstruct.priors.binocular import dense_points
 
-        P, C = _cached_dense_points(trainer, cache, seed)
+        P, C = _cached_dense_points(trainer, cache)
         if len(P):
             base = trainer.params["means"].detach().cpu().numpy()
             base_c = trainer.params["sh0"].detach().cpu().numpy()[:, 0] * 0.28209479177387814 + 0.5

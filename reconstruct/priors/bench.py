@@ -140,6 +140,7 @@ def run(bench: PriorsBenchConfig) -> dict:
     cache = out / "cache"
     results: dict = {"config": json.loads(json.dumps(dataclasses.asdict(bench), default=str)), "scenes": {}}
     t_start = time.perf_counter()
+    unavailable: dict[str, str | None] = {}  # model priors are probed once (a hub attempt can take minutes)
     for key in bench.scenes:
         path, views, kw = protocols[key]
         if not path.is_dir():
@@ -149,7 +150,9 @@ def run(bench: PriorsBenchConfig) -> dict:
         rows = {}
         for variant in bench.variants:
             probe = variant_config(variant, path, views, 0, bench, cache)
-            why = _available(variant, probe) if variant in ("mono_depth", "diffusion") else None
+            if variant in ("mono_depth", "diffusion") and variant not in unavailable:
+                unavailable[variant] = _available(variant, probe)
+            why = unavailable.get(variant)
             if why is not None:
                 rows[variant] = {"skipped": why}
                 print(f"bench priors: {key} {variant}: skipped, {why}", file=sys.stderr)
