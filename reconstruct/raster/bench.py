@@ -16,6 +16,7 @@ import statistics
 import time
 from dataclasses import dataclass
 
+import numba
 import torch
 
 from reconstruct.raster import rasterize
@@ -114,6 +115,10 @@ def run_bench(json_out: bool, repeats: int = 5) -> int:
         "threads": torch.get_num_threads(),
         "note": "wall-clock on a shared machine; ratios measured in the same run",
         "load_avg_1min_start": round(os.getloadavg()[0], 2),
+        # OpenMP workers spin between parallel regions unless this is PASSIVE; on a loaded
+        # machine that spinning costs the kernel (and everyone else) a lot of CPU.
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
+        "numba_threads": numba.get_num_threads(),
         "cases": {},
     }
     console = Console(stderr=True)
