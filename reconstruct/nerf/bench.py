@@ -27,9 +27,9 @@ import torch
 REPEATS = 3
 N_POINTS = 2**16
 SETUPS = {
-    "lego-8v": dict(scene="blender_lego", views=8, resolution=100, downscale=None, test_every=8, iters=300,
+    "lego-8v": dict(scene="blender_lego", views=8, resolution=100, downscale=None, test_every=8, iters=1500,
                     rays=256, samples=64),
-    "fern-3v": dict(scene="llff_fern", views=3, resolution=None, downscale=16.0, test_every=1, iters=300,
+    "fern-3v": dict(scene="llff_fern", views=3, resolution=None, downscale=16.0, test_every=1, iters=1500,
                     rays=256, samples=64),
 }
 
