@@ -203,12 +203,15 @@ def test_dense_init_replaces_initial_points_and_is_cached(tmp_path):
     tr = _trainer(scene, tmp_path / "a", pc, n=50)
     attach_priors(tr)
     n = len(tr.params["means"])
-    assert n > 50 + 30 and "dense plane-sweep" in tr.history[0]["init"]
+    assert n > 30 and "dense plane-sweep" in tr.history[0]["init"] and "was random" in tr.history[0]["init"]
     assert len(tr.optimizers["means"].param_groups[0]["params"][0]) == n
     assert len(list((tmp_path / "cache").glob("dense_init_*.npz"))) == 1
-    tr2 = _trainer(scene, tmp_path / "b", pc, n=50)
+    tr2 = _trainer(scene, tmp_path / "b", pc, n=50)  # SfM init: matched points are added to it (from the cache)
+    tr2.history[0]["init"] = "sfm (50 points from 3 views)"
+    sfm_means = tr2.params["means"].detach().clone()
     attach_priors(tr2)
-    assert torch.equal(tr2.params["means"], tr.params["means"])
+    assert torch.equal(tr2.params["means"][:50], sfm_means) and torch.equal(tr2.params["means"][50:], tr.params["means"])
+    assert tr2.history[0]["init"].startswith("sfm (50 points from 3 views) + dense")
 
 
 # ---------------------------------------------------------------------- pseudo views

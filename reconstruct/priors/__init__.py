@@ -83,11 +83,16 @@ def attach_priors(trainer) -> None:
 
         P, C = _cached_dense_points(trainer, cache)
         if len(P):
-            base = trainer.params["means"].detach().cpu().numpy()
-            base_c = trainer.params["sh0"].detach().cpu().numpy()[:, 0] * 0.28209479177387814 + 0.5
-            points, colors = np.concatenate([base, P]), np.clip(np.concatenate([base_c, C]), 0, 1)
-            _reinitialize(trainer, points, colors,
-                          f"{trainer.history[0]['init']} + dense plane-sweep ({len(P)} points)")
+            before = str(trainer.history[0]["init"])
+            if before.startswith("random"):
+                # random points fill every frustum with colored haze; matched points replace them
+                points, colors, how = P, np.clip(C, 0, 1), f"dense plane-sweep ({len(P)} points; was {before})"
+            else:
+                base = trainer.params["means"].detach().cpu().numpy()
+                base_c = trainer.params["sh0"].detach().cpu().numpy()[:, 0] * 0.28209479177387814 + 0.5
+                points, colors = np.concatenate([base, P]), np.clip(np.concatenate([base_c, C]), 0, 1)
+                how = f"{before} + dense plane-sweep ({len(P)} points)"
+            _reinitialize(trainer, points, colors, how)
     if pc.dropout.enabled:
         from reconstruct.priors.dropout import GaussianDropout
 

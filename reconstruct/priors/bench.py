@@ -36,8 +36,8 @@ class PriorsBenchConfig:
     """vanilla, sparse, or a prior name (that prior alone on top of vanilla)."""
     seeds: tuple[int, ...] = (0, 1, 2)
     """Seeds (mean and standard deviation are reported)."""
-    iters: int = 300
-    """Training steps per run."""
+    iters: int = 200
+    """Training steps per run (densification and prior schedules are scaled to it)."""
     fern_resolution: int = 126
     """Fern image width in pixels (1/8 resolution is 504)."""
     lego_resolution: int = 100
