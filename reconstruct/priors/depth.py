@@ -12,6 +12,8 @@ predicted disparity (FSGS, DNGaussian) and a hinge on the order of nearby pixel 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 import sys
 from pathlib import Path
@@ -79,6 +81,18 @@ def sfm_depth_targets(points: np.ndarray, scene, ids: list[int], cfg: SfmDepthCo
 
 
 # ---------------------------------------------------------------------- monocular depth
+@contextlib.contextmanager
+def quiet_hub():
+    """Silence huggingface_hub's per-retry warnings while a model loads (the caller reports failure once)."""
+    log = logging.getLogger("huggingface_hub")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def _load_model(name: str):
     """(processor, model) or raise; local folders are read in place, hub ids from the local cache first."""
     from transformers import AutoImageProcessor, AutoModelForDepthEstimation
@@ -86,11 +100,12 @@ def _load_model(name: str):
     local = Path(name).expanduser()
     if local.exists():
         return AutoImageProcessor.from_pretrained(local), AutoModelForDepthEstimation.from_pretrained(local)
-    try:
-        return (AutoImageProcessor.from_pretrained(name, local_files_only=True),
-                AutoModelForDepthEstimation.from_pretrained(name, local_files_only=True))
-    except OSError:
-        return AutoImageProcessor.from_pretrained(name), AutoModelForDepthEstimation.from_pretrained(name)
+    with quiet_hub():
+        try:
+            return (AutoImageProcessor.from_pretrained(name, local_files_only=True),
+                    AutoModelForDepthEstimation.from_pretrained(name, local_files_only=True))
+        except OSError:
+            return AutoImageProcessor.from_pretrained(name), AutoModelForDepthEstimation.from_pretrained(name)
 
 
 def predict_mono_depth(scene, ids: list[int], cfg: MonoDepthConfig, cache_dir: Path) -> dict[int, np.ndarray] | None:

@@ -29,10 +29,13 @@ def load_pipeline(name: str):
     if local.exists():
         pipe = AutoPipelineForImage2Image.from_pretrained(local)
     else:
-        try:
-            pipe = AutoPipelineForImage2Image.from_pretrained(name, local_files_only=True)
-        except OSError:
-            pipe = AutoPipelineForImage2Image.from_pretrained(name)
+        from reconstruct.priors.depth import quiet_hub
+
+        with quiet_hub():
+            try:
+                pipe = AutoPipelineForImage2Image.from_pretrained(name, local_files_only=True)
+            except OSError:
+                pipe = AutoPipelineForImage2Image.from_pretrained(name)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
