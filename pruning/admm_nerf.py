@@ -181,7 +181,7 @@ def compress_nerf_run(run_dir: Path, train_cfg, *, seed: int = 0, progress: bool
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     field0, grid0, ckpt = load_nerf(run_dir, device)
-    n_samples = int(ckpt["nerf_config"].get("n_samples", 128))
+    n_samples = int(ckpt.get("n_samples") or ckpt["nerf_config"].get("n_samples") or 128)
     before = evaluate_nerf(field0, grid0, scene, n_samples=n_samples)
     from reconstruct.nerf.config import NerfConfig
 

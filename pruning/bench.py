@@ -2,7 +2,8 @@
 
 Source run: the run folder in ``RECON_BENCH_COMPRESS_RUN`` when set, else a short splat run on the
 bundled demo scene (data/demo), trained once into outputs/bench/compress-base and reused.
-For each mask lambda (0 = no masks) the mask phase runs once; for each color codebook size the
+For each mask lambda the mask phase runs once (lambda 0: the same number of plain fine-tuning
+steps, the control); for each color codebook size the
 codebook phase runs on the masked splats; every point is the decoded artifact scored on the test
 views. A float16 artifact (no codebooks) is the reference point per lambda.
 
@@ -51,7 +52,7 @@ def sweep(run_dir: Path, *, lambdas: list[float], entries: list[int], steps: int
     import torch
 
     from pruning.artifact import CompactSplats, artifact_bytes, load_artifact, save_artifact
-    from pruning.compress import CompressConfig, _params_from_splats, _score, mask_phase, quantize_phase
+    from pruning.compress import CompressConfig, _params_from_splats, _score, mask_phase, plain_phase, quantize_phase
     from pruning.quantize import QuantizeConfig
     from reconstruct.runs import load_config, load_run_scene, load_run_splats, resolve_device
     from reconstruct.splats import Splats
@@ -71,6 +72,8 @@ def sweep(run_dir: Path, *, lambdas: list[float], entries: list[int], steps: int
             t0 = time.perf_counter()
             if lam > 0:
                 mask_phase(params, scene, cfg, **kw)
+            else:  # control: the same number of fine-tuning steps without masks
+                plain_phase(params, scene, cfg, steps, **kw)
             mask_seconds = time.perf_counter() - t0
             masked = {k: v.detach().clone() for k, v in params.items()}
             n_after = int(masked["means"].shape[0])

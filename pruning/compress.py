@@ -93,6 +93,16 @@ def mask_phase(params, scene, cfg: CompressConfig, *, optim_cfg, sh_degree: int,
     return history
 
 
+def plain_phase(params, scene, cfg: CompressConfig, steps: int, *, optim_cfg, sh_degree: int,
+                ssim_lambda: float = 0.2) -> list:
+    """The same fine-tuning without masks or codebooks: the control a compression phase is compared with."""
+    from pruning.finetune import Phase, make_optimizers, run_phase, scene_scale
+
+    optimizers = make_optimizers(params, optim_cfg, scene_scale(scene))
+    return run_phase(params, optimizers, scene, Phase("finetune", steps), sh_degree=sh_degree,
+                     ssim_lambda=ssim_lambda, seed=cfg.seed, progress=cfg.progress)
+
+
 def quantize_phase(params, scene, cfg: CompressConfig, *, optim_cfg, sh_degree: int, ssim_lambda: float = 0.2):
     """Codebooks in the loop on ``params`` (edited in place); returns (CompactSplats, history, codebook sizes)."""
     from pruning.finetune import Phase, make_optimizers, run_phase, scene_scale
