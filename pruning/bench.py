@@ -9,7 +9,7 @@ views. A float16 artifact (no codebooks) is the reference point per lambda.
 
 Output: outputs/bench/compress_rd.json and compress_rd.png (PSNR vs artifact MB, one line per
 lambda, the standard .ply as a marker). Settings through the environment (defaults in brackets):
-RECON_BENCH_COMPRESS_LAMBDAS [0,5e-4,5e-3], RECON_BENCH_COMPRESS_ENTRIES [256,1024,4096],
+RECON_BENCH_COMPRESS_LAMBDAS [0,5e-3,2e-2], RECON_BENCH_COMPRESS_ENTRIES [256,1024,4096],
 RECON_BENCH_COMPRESS_STEPS [200] (steps of each phase), RECON_BENCH_COMPRESS_BASE_ITERS [1500].
 """
 
@@ -131,7 +131,7 @@ def run_bench(json_out: bool = False) -> int:
     run_dir = _base_run()
     results = sweep(
         run_dir,
-        lambdas=_floats("RECON_BENCH_COMPRESS_LAMBDAS", "0,5e-4,5e-3"),
+        lambdas=_floats("RECON_BENCH_COMPRESS_LAMBDAS", "0,5e-3,2e-2"),
         entries=[int(v) for v in _floats("RECON_BENCH_COMPRESS_ENTRIES", "256,1024,4096")],
         steps=int(os.environ.get("RECON_BENCH_COMPRESS_STEPS", "200")),
         progress=not json_out,
