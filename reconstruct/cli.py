@@ -7,10 +7,14 @@ that imports the heavy modules lazily (so ``recon --help`` stays fast). Bad inpu
 
 from __future__ import annotations
 
+import os
 import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    # OpenMP workers (torch's and numba's) busy-wait between parallel regions by default; on a
+    # small shared CPU that costs several times the work itself. Must be set before torch loads.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import tyro
 
     from pruning.commands import CompressCommand, ExportCommand

@@ -43,7 +43,7 @@ class EvalCommand:
 class BenchCommand:
     """Benchmarks: rasterizer speed, training quality, priors, NeRF, compression."""
 
-    what: Literal["raster", "quality", "priors", "nerf", "compress"]
+    what: tyro.conf.Positional[Literal["raster", "quality", "priors", "nerf", "compress"]]
     """Which benchmark to run."""
     json: bool = False
     """Print one JSON object instead of a table."""
