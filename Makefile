@@ -14,7 +14,7 @@ setup: .venv/.installed
 	touch $@
 
 demo: setup
-	.venv/bin/recon train data/demo --views 8 --out outputs/demo --overwrite
+	.venv/bin/recon train data/demo --views 8 --iters 2000 --out outputs/demo --overwrite
 
 test: setup
 	$(PY) -m pytest -q tests

@@ -91,6 +91,7 @@ def print_metrics(result: dict, *, title: str, file) -> None:
             value = result[key]
             text = "n/a" if value is None else (f"{value:.4f}" if isinstance(value, float) else f"{value:,}")
             table.add_row(key, text)
+    console = Console(file=file)
+    console.print(table)
     if result.get("lpips") is None and result.get("lpips_reason"):
-        table.caption = f"lpips: {result['lpips_reason']}"
-    Console(file=file).print(table)
+        console.print(f"lpips n/a: {result['lpips_reason']}", soft_wrap=True)
