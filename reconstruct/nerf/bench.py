@@ -32,6 +32,9 @@ SETUPS = {
     "fern-3v": dict(scene="llff_fern", views=3, resolution=None, downscale=16.0, test_every=1, iters=1500,
                     rays=256, samples=64),
 }
+# The same runs without the sparse-view regularizers (ablation; `run_bench(setups=[...])`).
+SETUPS.update({f"{k}-noreg": dict(v, regularize="off") for k, v in list(SETUPS.items())})
+DEFAULT_SETUPS = ["lego-8v", "fern-3v"]
 
 
 def data_root() -> Path:
@@ -83,7 +86,7 @@ def bench_training(name: str, setup: dict, device: torch.device) -> dict:
     cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, iters=setup["iters"]),
                               output=dataclasses.replace(cfg.output, checkpoint_every=10**9))
     ncfg = NerfConfig(rays_per_batch=setup["rays"], n_samples=setup["samples"], log2_hashmap_size=17,
-                      n_levels=12, max_resolution=1024, regularize="on", grid_decay=0.8)
+                      n_levels=12, max_resolution=1024, regularize=setup.get("regularize", "on"), grid_decay=0.8)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = NerfTrainer(cfg, scene, Path(tmp), device, ncfg)
@@ -96,7 +99,7 @@ def bench_training(name: str, setup: dict, device: torch.device) -> dict:
         "rays_per_batch": setup["rays"], "n_samples": setup["samples"], "psnr": res["psnr"], "ssim": res["ssim"],
         "lpips": res["lpips"], "n_test": res["n_test"], "train_seconds": trainer.seconds,
         "eval_seconds": time.perf_counter() - t0, "n_params": sum(p.numel() for p in trainer.field.parameters()),
-        "final_train_psnr": trainer.history[-1]["psnr"] if trainer.history else None,
+        "regularized": trainer.regularize, "final_train_psnr": trainer.history[-1]["psnr"] if trainer.history else None,
         "occupancy": trainer.grid.occupancy_fraction(),
     }
 
@@ -106,7 +109,7 @@ def run_bench(json_out: bool = False, *, setups: list[str] | None = None) -> int
     result = {"encoding": bench_encoding(device), "training": {}}
     if not json_out:
         _print_encoding(result["encoding"])
-    for name in setups or list(SETUPS):
+    for name in setups or DEFAULT_SETUPS:
         result["training"][name] = r = bench_training(name, SETUPS[name], device)
         if not json_out:
             print(f"{name}: " + json.dumps(r))
