@@ -123,15 +123,35 @@ class AdmmNerfConfig:
     """Saliency grid cells per side."""
     grid_lr: float = 0.05
     """Adam learning rate of the saliency logits."""
-    admm: ADMMConfig = dataclasses.field(default_factory=lambda: ADMMConfig(budget_fraction=0.1, rho=1e-2,
+    init_from_density: bool = True
+    """Start the saliency high where the run's field has density and low elsewhere (a uniform start
+    with a short CPU fine-tuning let the penalty prune every cell: 18.6 -> 8.9 dB on lego)."""
+    admm: ADMMConfig = dataclasses.field(default_factory=lambda: ADMMConfig(budget_fraction=0.1, rho=1e-4,
                                                                             update_every=20, prune_threshold=0.05))
     """Budget, penalty and schedule of the ADMM pruner."""
+
+
+@torch.no_grad()
+def _density_logits(trainer, R: int, per_cell: int = 4) -> torch.Tensor:
+    """[R, R, R] initial saliency logits: +3 where the run's field has density in the cell (max over
+    random samples, occupancy test of the run's grid: 1 - exp(-sigma * step) > threshold), else -2."""
+    device = trainer.device
+    idx = torch.stack(torch.meshgrid(*(torch.arange(R, device=device),) * 3, indexing="ij"), -1).reshape(-1, 3)
+    u = (idx.repeat_interleave(per_cell, 0).float() + torch.rand(idx.shape[0] * per_cell, 3, device=device)) / R
+    sig = torch.cat([trainer.field.density(trainer.space.from_unit(u[a:a + 65536]))[0]
+                     for a in range(0, u.shape[0], 65536)])
+    alpha = 1.0 - torch.exp(-sig * trainer.grid.step_size)
+    occupied = alpha.view(-1, per_cell).amax(1) > trainer.grid.threshold
+    return torch.where(occupied, 3.0, -2.0).view(R, R, R)
 
 
 def admm_finetune(trainer, cfg: AdmmNerfConfig, *, progress: bool = True) -> tuple[SaliencyGrid, ADMMPruner, list]:
     """Gate ``trainer.field`` (a reconstruct.nerf.trainer.NerfTrainer, restored) and fine-tune with ADMM."""
     device = trainer.device
     grid = SaliencyGrid(cfg.resolution, init_logit=3.0).to(device)
+    if cfg.init_from_density:
+        with torch.no_grad():
+            grid.logits.copy_(_density_logits(trainer, cfg.resolution))
     trainer.field.encoding = GatedEncoding(trainer.field.encoding, grid)
     pruner = ADMMPruner(grid, cfg.admm)
     pruner.Z, pruner.U = pruner.Z.to(device), pruner.U.to(device)
