@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 
 import tyro
 
+from reconstruct.nerf.config import NerfConfig
 from reconstruct.priors.config import PriorsConfig
 
 Short = tyro.conf.arg(prefix_name=False)
@@ -150,6 +151,8 @@ class TrainConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
     priors: PriorsConfig = field(default_factory=PriorsConfig)
     """Sparse-view priors (reconstruct.priors); all off in --preset vanilla."""
+    nerf: NerfConfig = field(default_factory=NerfConfig)
+    """Hash-grid NeRF model, sampler and regularizers (used with --method nerf)."""
 
 
 def to_json(cfg: TrainConfig) -> str:
