@@ -146,3 +146,15 @@ def test_nonfinite_steps_are_rolled_back_then_the_run_stops(tiny_scene, tmp_path
     with pytest.raises(ReconError, match="step"):
         doomed.run([])
     assert (tmp_path / "b" / "checkpoint.pt").is_file()
+
+
+def test_training_with_learnable_masks_runs_in_the_real_trainer(tiny_scene, tmp_path):
+    from pruning.formats import read_splats
+
+    out = tmp_path / "masked"
+    assert main(["train", str(tiny_scene), *FAST, "--iters", "25", "--masks", "--out", str(out)]) == 0
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    n = len(ckpt["params"]["means"])
+    assert ckpt["params"]["masks"].shape[0] == n
+    assert len(read_splats(out / "splats.ply")) == n
+    assert any("mask" in h for h in ckpt["history"])
