@@ -46,7 +46,7 @@ def bench_encoding(device: torch.device, *, log2_hashmap_size: int = 19) -> dict
 
     cfg = HashGridConfig(log2_hashmap_size=log2_hashmap_size)
     impls = ["reference", "torch"] + (["numba"] if device.type == "cpu" else [])
-    if device.type == "cuda" and tcnn_available():
+    if device.type != "cpu" and tcnn_available():
         impls.append("tcnn")
     g = torch.Generator().manual_seed(0)
     x = torch.rand(N_POINTS, 3, generator=g).to(device)
@@ -56,13 +56,13 @@ def bench_encoding(device: torch.device, *, log2_hashmap_size: int = 19) -> dict
         enc = HashEncoding(cfg, implementation=impl).to(device)
         runs = []
         for _ in range(REPEATS + 1):  # first run warms up (numba compile / CUDA context)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            if device.type != "cpu":
+                torch.accelerator.synchronize()
             t0 = time.perf_counter()
             enc.params.grad = None
             (enc(x) * up).sum().backward()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            if device.type != "cpu":
+                torch.accelerator.synchronize()
             runs.append(time.perf_counter() - t0)
         times[impl] = statistics.median(runs[1:])
     ref = times["reference"]
@@ -105,7 +105,9 @@ def bench_training(name: str, setup: dict, device: torch.device) -> dict:
 
 
 def run_bench(json_out: bool = False, *, setups: list[str] | None = None) -> int:
-    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    from reconstruct.runs import resolve_device
+
+    device = resolve_device("auto")
     result = {"encoding": bench_encoding(device), "training": {}}
     if not json_out:
         _print_encoding(result["encoding"])
