@@ -50,24 +50,12 @@ def demo_gaussians(seed: int = 0) -> dict[str, torch.Tensor]:
     }
 
 
-def _T_world_cam_looking_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """[4,4] OpenCV camera-to-world at ``eye`` looking at ``target`` with world +z up."""
-    forward = target - eye
-    forward /= np.linalg.norm(forward)
-    right = np.cross(forward, [0.0, 0.0, 1.0])
-    right /= np.linalg.norm(right)
-    down = np.cross(forward, right)
-    T = np.eye(4)
-    T[:3, :3] = np.stack([right, down, forward], 1)
-    T[:3, 3] = eye
-    return T
-
-
 def write_demo_scene(out_dir: Path, *, n_train: int = 24, n_test: int = 8, size: int = 100, seed: int = 0) -> Path:
     """Render the toy into ``out_dir`` in Blender layout; returns ``out_dir``."""
     from PIL import Image
 
     from reconstruct.raster import rasterize
+    from scenes.geometry import look_at
 
     out_dir = Path(out_dir)
     g = demo_gaussians(seed)
@@ -86,7 +74,7 @@ def write_demo_scene(out_dir: Path, *, n_train: int = 24, n_test: int = 8, size:
             elev = math.radians(15 + 50 * ((k + phase) / max(count, 1)))
             radius = 4.0
             eye = radius * np.array([math.cos(elev) * math.cos(azim), math.cos(elev) * math.sin(azim), math.sin(elev)])
-            T_world_cam = _T_world_cam_looking_at(eye + [0, 0, 0.3], np.array([0.0, 0.0, 0.3]))
+            T_world_cam = look_at(eye + [0, 0, 0.3], [0.0, 0.0, 0.3])
             viewmat = torch.as_tensor(np.linalg.inv(T_world_cam), dtype=torch.float32)[None]
             with torch.no_grad():
                 img, alpha, _ = rasterize(g["means"], g["quats"], g["scales"], g["opacities"], g["rgb"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -43,16 +44,30 @@ def evaluate(
     splats: Splats | G.Activated, scene: SceneData, *, ids: list[int] | None = None,
     out_dir: Path | None = None, device: torch.device | None = None, with_lpips: bool = True,
 ) -> dict:
-    """Scores on ``ids`` (default: the scene's test views); writes renders and a grid when out_dir is given.
+    """Scores of splats on ``ids`` (default: the scene's test views); see ``evaluate_views``."""
+    return evaluate_views(lambda frame: render_splats(splats, scene, frame, device=device), scene,
+                          ids=ids, out_dir=out_dir, with_lpips=with_lpips)
 
-    Returns psnr, ssim, lpips (None with lpips_reason when weights are missing), n_test, render_fps.
+
+RenderFn = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
+"""frame -> (rgb [H,W,3] in [0,1], depth [H,W]) as CPU tensors: any method's renderer."""
+
+
+def evaluate_views(
+    render_fn: RenderFn, scene: SceneData, *, ids: list[int] | None = None, out_dir: Path | None = None,
+    with_lpips: bool = True,
+) -> dict:
+    """The one scoring loop (splats and NeRF alike); writes renders and a grid when out_dir is given.
+
+    Returns psnr, ssim, lpips (None with lpips_reason when weights are missing), n_test, render_fps,
+    per_view.
     """
     ids = list(scene.test_ids if ids is None else ids)
     lp = load_lpips() if with_lpips else None
     scores, rows, seconds = [], [], 0.0
     for k, frame in enumerate(ids):
         t0 = time.perf_counter()
-        rgb, depth = render_splats(splats, scene, frame, device=device)
+        rgb, depth = render_fn(frame)
         seconds += time.perf_counter() - t0
         gt = torch.as_tensor(scene.image(frame))
         entry = {"frame": frame, "psnr": psnr(rgb, gt), "ssim": ssim(rgb, gt)}

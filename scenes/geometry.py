@@ -96,3 +96,16 @@ def scale_intrinsics(K: np.ndarray, sx: float, sy: float) -> np.ndarray:
     K[..., 0, :] *= sx
     K[..., 1, :] *= sy
     return K
+
+
+def look_at(eye, target, *, up=(0.0, 0.0, 1.0)) -> np.ndarray:
+    """[4, 4] OpenCV camera-to-world (x right, y down, z forward) at ``eye`` looking at ``target``;
+    ``up`` is the world direction that appears up in the image."""
+    eye = np.asarray(eye, np.float64)
+    z = np.asarray(target, np.float64) - eye
+    z /= np.linalg.norm(z)
+    x = np.cross(z, np.asarray(up, np.float64))
+    x /= np.linalg.norm(x)
+    T = np.eye(4)
+    T[:3, 0], T[:3, 1], T[:3, 2], T[:3, 3] = x, np.cross(z, x), z, eye
+    return T

@@ -12,21 +12,10 @@ from pruning.artifact import CompactSplats, load_artifact, save_artifact
 from pruning.compress import JSON_KEYS, CompressConfig, compress_splats
 from pruning.quantize import QuantizeConfig, morton_order
 from reconstruct.splats import Splats
+from scenes.geometry import look_at
 from scenes.types import SceneData
 
 H = W = 32
-
-
-def _look_at(eye: np.ndarray) -> np.ndarray:
-    """OpenCV camera-to-world looking at the origin (z forward, y down)."""
-    z = -eye / np.linalg.norm(eye)
-    x = np.cross(z, np.array([0.0, 0.0, 1.0]))
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    T = np.eye(4)
-    T[:3, :3] = np.stack([x, y, z], 1)
-    T[:3, 3] = eye
-    return T
 
 
 def _gt_splats(n: int, seed: int = 0, useless: int = 0) -> Splats:
@@ -50,7 +39,7 @@ def _scene(gt: Splats) -> SceneData:
     from reconstruct.evaluate import render_splats
 
     angles = np.linspace(0, 2 * np.pi, 8, endpoint=False)
-    Ts = np.stack([_look_at(np.array([2.5 * np.cos(a), 2.5 * np.sin(a), 0.8])) for a in angles])
+    Ts = np.stack([look_at([2.5 * np.cos(a), 2.5 * np.sin(a), 0.8], [0.0, 0.0, 0.0]) for a in angles])
     K = np.array([[40.0, 0, W / 2], [0, 40.0, H / 2], [0, 0, 1]])
     scene = SceneData(format="blender", root=Path("."), image_paths=(), Ks=np.stack([K] * 8), T_world_cam=Ts,
                       width=W, height=H, train_ids=(0, 1, 2, 3, 5, 6), test_ids=(4, 7), near=0.5, far=5.0,

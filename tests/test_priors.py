@@ -17,23 +17,14 @@ from reconstruct.config import TrainConfig
 from reconstruct.priors.config import (
     BinocularConfig, DenseInitConfig, DropoutConfig, PriorsConfig, PseudoViewsConfig, SfmDepthConfig, ramp,
 )
+from scenes.geometry import look_at
 from scenes.types import SceneData
+
+UP = (0.0, -1.0, 0.0)
+"""World -y appears up in these tests' images."""
 
 
 # ---------------------------------------------------------------------- helpers
-def _look_at(center, target) -> np.ndarray:
-    """[4,4] OpenCV camera-to-world looking from center to target (y down)."""
-    z = np.asarray(target, float) - center
-    z /= np.linalg.norm(z)
-    x = np.cross(z, [0.0, -1.0, 0.0])
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    T = np.eye(4)
-    T[:3, :3] = np.stack([x, y, z], 1)
-    T[:3, 3] = center
-    return T
-
-
 def _texture(p: np.ndarray) -> np.ndarray:
     """Smooth, non-repeating color texture of plane coordinates p [...,2] -> [...,3]."""
     a, b = p[..., 0], p[..., 1]
@@ -44,7 +35,7 @@ def _texture(p: np.ndarray) -> np.ndarray:
 def plane_scene(n_views: int = 3, size: int = 48, depth: float = 3.0) -> SceneData:
     """Cameras on a short horizontal baseline looking at a textured plane z = depth (analytic images)."""
     K = np.array([[size * 1.0, 0, size / 2], [0, size * 1.0, size / 2], [0, 0, 1]])
-    Ts = np.stack([_look_at(np.array([x, 0.0, 0.0]), [x * 0.5, 0.0, depth]) for x in np.linspace(-0.4, 0.4, n_views)])
+    Ts = np.stack([look_at([x, 0.0, 0.0], [x * 0.5, 0.0, depth], up=UP) for x in np.linspace(-0.4, 0.4, n_views)])
 
     def load(i: int) -> np.ndarray:
         ys, xs = np.meshgrid(np.arange(size) + 0.5, np.arange(size) + 0.5, indexing="ij")
@@ -218,7 +209,7 @@ def test_dense_init_replaces_initial_points_and_is_cached(tmp_path):
 def test_pseudo_pose_interpolation_and_terms():
     from reconstruct.priors.pseudo import edge_aware_smoothness, interpolate_pose, opacity_entropy, pseudo_camera
 
-    Ta, Tb = _look_at(np.array([-1.0, 0, 0]), [0, 0, 3]), _look_at(np.array([1.0, 0, 0]), [0, 0, 3])
+    Ta, Tb = look_at([-1.0, 0, 0], [0, 0, 3], up=UP), look_at([1.0, 0, 0], [0, 0, 3], up=UP)
     assert np.allclose(interpolate_pose(Ta, Tb, 0.0), Ta) and np.allclose(interpolate_pose(Ta, Tb, 1.0), Tb)
     mid = interpolate_pose(Ta, Tb, 0.5)
     assert np.allclose(mid[:3, 3], 0) and np.allclose(mid[:3, :3] @ mid[:3, :3].T, np.eye(3), atol=1e-9)

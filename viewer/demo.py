@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from reconstruct.splats import SH_C0, Splats
+from scenes.geometry import look_at
 
 
 def two_clusters(
@@ -45,21 +46,9 @@ def two_clusters(
     )
 
 
-def look_at(position: np.ndarray, target: np.ndarray, *, down: np.ndarray = np.array([0.0, 1.0, 0.0])) -> np.ndarray:
-    """[4, 4] OpenCV camera-to-world at ``position`` looking at ``target``, image y along ``down``."""
-    z = np.asarray(target, np.float64) - np.asarray(position, np.float64)
-    z /= np.linalg.norm(z)
-    x = np.cross(down, z)
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    T = np.eye(4)
-    T[:3, 0], T[:3, 1], T[:3, 2], T[:3, 3] = x, y, z, position
-    return T
-
-
 def front_camera(distance: float = 4.0) -> np.ndarray:
     """[4, 4] camera at (0, 0, -distance) looking at the origin, x right, y down."""
-    return look_at(np.array([0.0, 0.0, -distance]), np.zeros(3))
+    return look_at(np.array([0.0, 0.0, -distance]), np.zeros(3), up=(0.0, -1.0, 0.0))
 
 
 def demo_scene(*, width: int = 160, height: int = 120, distance: float = 4.0, fov_deg: float = 50.0):
@@ -74,7 +63,7 @@ def demo_scene(*, width: int = 160, height: int = 120, distance: float = 4.0, fo
         (0.0, -0.5 * distance, -0.85 * distance),
         (0.0, 0.5 * distance, -0.85 * distance),
     ]
-    T = np.stack([look_at(np.array(p), np.zeros(3)) for p in positions])
+    T = np.stack([look_at(np.array(p), np.zeros(3), up=(0.0, -1.0, 0.0)) for p in positions])
     f = 0.5 * height / math.tan(0.5 * math.radians(fov_deg))
     K = np.array([[f, 0.0, width / 2], [0.0, f, height / 2], [0.0, 0.0, 1.0]])
     tints = np.array([[0.9, 0.3, 0.3], [0.3, 0.9, 0.3], [0.3, 0.3, 0.9], [0.6, 0.6, 0.6], [0.6, 0.6, 0.6]])

@@ -272,38 +272,15 @@ def render_image(field: NerfField, grid: OccupancyGrid | None, K: np.ndarray, T_
 def evaluate_nerf(field: NerfField, grid: OccupancyGrid | None, scene: SceneData, *, n_samples: int,
                   out_dir: Path | None = None, ids: list[int] | None = None, chunk: int = 8192) -> dict:
     """PSNR / SSIM / LPIPS on the test views (renders, grid.png as the splat evaluation)."""
-    from reconstruct.evaluate import _colorize_depth, _save_png
-    from reconstruct.metrics import load_lpips, psnr, ssim
+    from reconstruct.evaluate import evaluate_views
 
-    ids = list(scene.test_ids if ids is None else ids)
-    lp = load_lpips()
-    scores, rows, seconds = [], [], 0.0
-    for k, frame in enumerate(ids):
-        t0 = time.perf_counter()
-        rgb, depth, _ = render_image(field, grid, scene.Ks[frame], scene.T_world_cam[frame], scene.width, scene.height,
-                                     near=scene.near, far=scene.far, background=scene.background,
+    def render_view(frame: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rgb, depth, _ = render_image(field, grid, scene.Ks[frame], scene.T_world_cam[frame], scene.width,
+                                     scene.height, near=scene.near, far=scene.far, background=scene.background,
                                      n_samples=n_samples, chunk=chunk)
-        seconds += time.perf_counter() - t0
-        gt = torch.as_tensor(scene.image(frame))
-        entry = {"frame": frame, "psnr": psnr(rgb, gt), "ssim": ssim(rgb, gt)}
-        if lp.model is not None:
-            entry["lpips"] = float(lp.model(rgb, gt))
-        scores.append(entry)
-        if out_dir is not None:
-            _save_png(Path(out_dir) / "renders" / f"test_{frame:04d}.png", rgb.numpy())
-            if k < 6:
-                rows.append((gt.numpy(), rgb.numpy(), _colorize_depth(depth.numpy())))
-    result = {
-        "method": "nerf",
-        "psnr": float(np.mean([s["psnr"] for s in scores])) if scores else None,
-        "ssim": float(np.mean([s["ssim"] for s in scores])) if scores else None,
-        "lpips": float(np.mean([s["lpips"] for s in scores])) if scores and "lpips" in scores[0] else None,
-        "lpips_reason": None if lp.model is not None else lp.reason,
-        "n_test": len(ids), "render_fps": len(ids) / seconds if seconds > 0 else None, "per_view": scores,
-    }
-    if out_dir is not None and rows:
-        _save_png(Path(out_dir) / "grid.png", np.concatenate([np.concatenate(r, axis=1) for r in rows], axis=0))
-    return result
+        return rgb, depth
+
+    return {"method": "nerf", **evaluate_views(render_view, scene, ids=ids, out_dir=out_dir)}
 
 
 def load_nerf(run_dir: Path, device: torch.device | None = None) -> tuple[NerfField, OccupancyGrid, dict]:
