@@ -66,21 +66,38 @@ def active_cells(kept: torch.Tensor) -> torch.Tensor:
     return F.max_pool3d(k, kernel_size=3, stride=1, padding=1)[0, 0] > 0
 
 
+def _level_lo_hi(level_scale: float, R: int):
+    # A sample u in saliency cell c reads corners floor(u * scale + 0.5) + {0, 1}: over the cell
+    # that is floor(c/R*scale + 0.5) .. floor((c+1)/R*scale + 0.5) + 1, per axis.
+    return lambda cells: (torch.floor(cells / R * level_scale + 0.5).long(),
+                          torch.floor((cells + 1) / R * level_scale + 0.5).long() + 1)
+
+
+@torch.no_grad()
+def used_entries(encoding, active: torch.Tensor) -> list[torch.Tensor]:
+    """Per level, [size_l] bool: the table entries some sample inside ``active`` [R, R, R] reads."""
+    layout = encoding.layout
+    R = active.shape[0]
+    masks = []
+    for level, s in enumerate(float(v) for v in layout.scales):
+        used = torch.zeros(int(layout.sizes[level]), dtype=torch.bool)
+
+        def mark(_l, v, lv=level, used=used):
+            idx = corner_index(layout, lv, v)
+            used[idx.cpu()] = True
+            return idx
+
+        hash_usage(active, [1], [used.numel()], mark, lo_hi=_level_lo_hi(s, R))
+        masks.append(used)
+    return masks
+
+
 def hash_entries_in_use(encoding, active: torch.Tensor) -> dict:
     """Entries of each level read by samples inside ``active`` cells; totals in parameters."""
     layout = encoding.layout
     n_feat = encoding.config.features_per_level
-    # A sample u in saliency cell c reads corners floor(u * scale + 0.5) + {0, 1}: over the cell
-    # that is floor(c/R*scale + 0.5) .. floor((c+1)/R*scale + 0.5) + 1, per axis.
-    scales = [float(s) for s in layout.scales]
-    R = active.shape[0]
-    per_level = []
-    for level, s in enumerate(scales):
-        (used, size), = hash_usage(
-            active, [1], [int(layout.sizes[level])], lambda _l, v, lv=level: corner_index(layout, lv, v),
-            lo_hi=lambda cells, s=s: (torch.floor(cells / R * s + 0.5).long(), torch.floor((cells + 1) / R * s + 0.5).long() + 1),
-        )
-        per_level.append({"level": level, "used": used, "size": size, "dense": bool(layout.dense[level])})
+    per_level = [{"level": level, "used": int(m.sum()), "size": int(m.numel()), "dense": bool(layout.dense[level])}
+                 for level, m in enumerate(used_entries(encoding, active))]
     used_params = sum(p["used"] for p in per_level) * n_feat
     total_params = sum(p["size"] for p in per_level) * n_feat
     return {"per_level": per_level, "used_params": used_params, "total_params": total_params,
@@ -91,34 +108,69 @@ def hash_entries_in_use(encoding, active: torch.Tensor) -> dict:
 def zero_unused_entries(encoding, active: torch.Tensor) -> int:
     """Zero the hash entries no active cell reads (returns how many entries were zeroed)."""
     layout = encoding.layout
-    n_feat = encoding.config.features_per_level
-    R = active.shape[0]
-    table = encoding.params.view(-1, n_feat)
+    table = encoding.params.view(-1, encoding.config.features_per_level)
     zeroed = 0
-    for level, s in enumerate(float(v) for v in layout.scales):
-        size = int(layout.sizes[level])
-        used = torch.zeros(size, dtype=torch.bool)
-
-        def mark(_l, v, lv=level):
-            idx = corner_index(layout, lv, v)
-            used[idx.cpu()] = True
-            return idx
-
-        hash_usage(active, [1], [size], mark,
-                   lo_hi=lambda cells, s=s: (torch.floor(cells / R * s + 0.5).long(), torch.floor((cells + 1) / R * s + 0.5).long() + 1))
-        lo = int(layout.offsets[level])
-        rows = torch.nonzero(~used).reshape(-1) + lo
+    for level, used in enumerate(used_entries(encoding, active)):
+        rows = torch.nonzero(~used).reshape(-1) + int(layout.offsets[level])
         table[rows.to(table.device)] = 0.0
         zeroed += int(rows.numel())
     return zeroed
 
 
+@torch.no_grad()
+def fold_table(src, dst, active: torch.Tensor) -> None:
+    """Warm-start ``dst`` (a HashEncoding with the same levels, tables no larger) from ``src``.
+
+    Each destination entry becomes the mean of the source entries that land on it, counting only
+    entries read from ``active`` [R, R, R] space when there are any (so empty space does not blur
+    the surface). Hashed levels: with power-of-two tables ``h mod T_dst == (h mod T_src) mod T_dst``,
+    so source entry i lands on i mod T_dst. Dense source levels: every corner is enumerated and
+    indexed in both layouts (a level dense in ``src`` may be hashed in ``dst``).
+    """
+    sl, dl = src.layout, dst.layout
+    assert len(sl.sizes) == len(dl.sizes) and src.config.features_per_level == dst.config.features_per_level
+    n_feat = src.config.features_per_level
+    R = active.shape[0]
+    s_tab = src.params.detach().view(-1, n_feat).cpu().double()
+    d_tab = dst.params.view(-1, n_feat)
+    used = used_entries(src, active)
+    for level in range(len(sl.sizes)):
+        s_lo, d_lo = int(sl.offsets[level]), int(dl.offsets[level])
+        s_size, d_size = int(sl.sizes[level]), int(dl.sizes[level])
+        assert d_size <= s_size, (level, d_size, s_size)
+        if sl.dense[level]:
+            r = int(sl.resolutions[level])
+            ar = torch.arange(r + 1)  # corners reach r at u = 1 (the dense index wraps there)
+            v = torch.stack(torch.meshgrid(ar, ar, ar, indexing="ij"), -1).reshape(-1, 3)
+            src_idx, dst_idx = corner_index(sl, level, v), corner_index(dl, level, v)
+        else:
+            assert s_size % d_size == 0, (level, s_size, d_size)
+            src_idx = torch.arange(s_size)
+            dst_idx = src_idx % d_size
+        w = used[level][src_idx].double() + 1e-6  # [M]
+        num = torch.zeros(d_size, n_feat, dtype=torch.float64).index_add_(0, dst_idx, s_tab[s_lo + src_idx] * w[:, None])
+        den = torch.zeros(d_size, dtype=torch.float64).index_add_(0, dst_idx, w)
+        hit = den > 0
+        rows = torch.nonzero(hit).reshape(-1)
+        d_tab[(d_lo + rows).to(d_tab.device)] = (num[hit] / den[hit, None]).to(d_tab.dtype).to(d_tab.device)
+
+
 @dataclasses.dataclass
 class AdmmNerfConfig:
-    """Fine-tuning a NeRF run with the saliency gate and the ADMM pruner."""
+    """Compressing a NeRF run: a smaller hash table behind the saliency gate, fine-tuned with ADMM."""
 
-    steps: int = 400
-    """Fine-tuning steps (HollowNeRF trains with ADMM from the start; a CPU affords a short phase)."""
+    steps: int = 500
+    """Fine-tuning steps (HollowNeRF trains with ADMM from the start; a CPU affords a warm-started phase)."""
+    table_shrink: int = 2
+    """The compressed field's hash tables hold 2**this times fewer entries than the run's (HollowNeRF's
+    point: with empty space gated off, the surface alone shares a smaller table). 0 keeps the size, and
+    then only the coarse dense levels can lose entries: fine hashed levels have more corners inside the
+    object than table slots."""
+    gate: bool = True
+    """Saliency gate and ADMM pruner on; False is the control: the same smaller, folded table fine-tuned
+    for the same steps without them."""
+    lr: float = 3e-3
+    """Peak learning rate of the phase (100-step warm-up, then decay to 3% of it)."""
     resolution: int = 32
     """Saliency grid cells per side."""
     grid_lr: float = 0.05
@@ -145,56 +197,88 @@ def _density_logits(trainer, R: int, per_cell: int = 4) -> torch.Tensor:
     return torch.where(occupied, 3.0, -2.0).view(R, R, R)
 
 
-def admm_finetune(trainer, cfg: AdmmNerfConfig, *, progress: bool = True) -> tuple[SaliencyGrid, ADMMPruner, list]:
-    """Gate ``trainer.field`` (a reconstruct.nerf.trainer.NerfTrainer, restored) and fine-tune with ADMM."""
-    device = trainer.device
-    grid = SaliencyGrid(cfg.resolution, init_logit=3.0).to(device)
-    if cfg.init_from_density:
-        with torch.no_grad():
-            grid.logits.copy_(_density_logits(trainer, cfg.resolution))
-    trainer.field.encoding = GatedEncoding(trainer.field.encoding, grid)
-    pruner = ADMMPruner(grid, cfg.admm)
-    pruner.Z, pruner.U = pruner.Z.to(device), pruner.U.to(device)
-    rho = cfg.admm.rho
-
-    def add_penalty(g: torch.Tensor) -> torch.Tensor:
-        s = torch.sigmoid(grid.logits.detach())
-        return g + rho * (s - pruner.Z + pruner.U) * s * (1.0 - s)
-
-    handle = grid.logits.register_hook(add_penalty)
-    # The grid has its own Adam at a constant rate (the run's schedule is near its end by now);
-    # the trainer's backward fills its gradient, we step it after each training step.
-    grid_opt = torch.optim.Adam([grid.logits], lr=cfg.grid_lr)
-    start = trainer.step
-    trainer.iters = start + cfg.steps
-    history = []
+def admm_finetune(trainer, cfg: AdmmNerfConfig, init_logits: torch.Tensor | None = None, *,
+                  progress: bool = True) -> tuple[SaliencyGrid | None, ADMMPruner | None, list]:
+    """Fine-tune ``trainer`` (a restored NerfTrainer) for ``cfg.steps``; with ``cfg.gate`` its field's
+    encoding is wrapped in the saliency gate and the ADMM pruner drives the gate sparse."""
     from rich.progress import Progress
 
+    device = trainer.device
+    grid = pruner = handle = grid_opt = None
+    if cfg.gate:
+        grid = SaliencyGrid(cfg.resolution, init_logit=3.0).to(device)
+        if init_logits is not None:
+            with torch.no_grad():
+                grid.logits.copy_(init_logits.to(device))
+        trainer.field.encoding = GatedEncoding(trainer.field.encoding, grid)
+        pruner = ADMMPruner(grid, cfg.admm)
+        pruner.Z, pruner.U = pruner.Z.to(device), pruner.U.to(device)
+        rho = cfg.admm.rho
+
+        # d/dG of rho/2 ||s - Z + U||^2 added to the gradient the trainer's backward leaves on G.
+        def add_penalty(g: torch.Tensor) -> torch.Tensor:
+            s = torch.sigmoid(grid.logits.detach())
+            return g + rho * (s - pruner.Z + pruner.U) * s * (1.0 - s)
+
+        handle = grid.logits.register_hook(add_penalty)
+        grid_opt = torch.optim.Adam([grid.logits], lr=cfg.grid_lr)
+    start = trainer.step
+    trainer.iters = start + cfg.steps
+    trainer.schedule_start = start  # the phase gets its own warm-up and decay
+    history = []
     with Progress(disable=not progress) as bar:
-        task = bar.add_task("admm", total=cfg.steps)
+        task = bar.add_task("admm" if cfg.gate else "fine-tune", total=cfg.steps)
         for k in range(cfg.steps):
             r = trainer.train_step()
-            grid_opt.step()
-            grid_opt.zero_grad(set_to_none=True)
-            pruner.step(k + 1)
+            if grid is not None:
+                grid_opt.step()
+                grid_opt.zero_grad(set_to_none=True)
+                pruner.step(k + 1)
             if k % max(1, cfg.steps // 10) == 0 or k == cfg.steps - 1:
-                s = grid.saliency().detach()
-                history.append({"step": k, "psnr": r["psnr"], "l1": float(s.sum()), "budget": pruner.budget,
-                                "kept": int(pruner.kept_cells().sum())})
+                row = {"step": k, "psnr": r["psnr"]}
+                if grid is not None:
+                    s = grid.saliency().detach()
+                    row.update(l1=float(s.sum()), budget=pruner.budget, kept=int(pruner.kept_cells().sum()))
+                history.append(row)
             bar.update(task, advance=1)
-    handle.remove()
+    if handle is not None:
+        handle.remove()
     return grid, pruner, history
 
 
+def _restore_all_but_table(trainer, ckpt: dict) -> None:
+    """Load a run's checkpoint into a trainer whose hash table has another size (fresh optimizer)."""
+    from reconstruct.runs import set_rng_state
+
+    state = {k: v.to(trainer.device) for k, v in ckpt["field"].items() if k != "encoding.params"}
+    missing, unexpected = trainer.field.load_state_dict(state, strict=False)
+    assert missing == ["encoding.params"] and not unexpected, (missing, unexpected)
+    trainer.grid.load_state_dict(ckpt["grid"])
+    trainer.step, trainer.seconds = int(ckpt["step"]), float(ckpt["seconds"])
+    trainer.history = list(ckpt["history"])
+    set_rng_state(ckpt["rng"])
+
+
 def compress_nerf_run(run_dir: Path, train_cfg, *, seed: int = 0, progress: bool = True,
-                      cfg: AdmmNerfConfig | None = None) -> dict:
-    """`recon compress RUN --admm` on a NeRF run: fine-tune with ADMM, measure, write RUN/compressed/."""
+                      cfg: AdmmNerfConfig | None = None, out_dir: Path | None = None) -> dict:
+    """`recon compress RUN --admm` on a NeRF run (HollowNeRF's recipe, warm-started from the run).
+
+    1. The run's field is scored on the test views; its occupied space (density test on a coarse grid)
+       seeds the saliency logits.
+    2. A field with 2**table_shrink times smaller hash tables gets the run's MLPs and occupancy grid and a
+       folded copy of its table (``fold_table``).
+    3. Fine-tuning with the saliency gate and the ADMM pruner (or, with ``gate=False``, without them: the
+       control); pruned cells then gate to exactly 0, entries only pruned space reads are zeroed.
+    4. Scored again; report.json and saliency.pt (gate and compressed field) go to ``out_dir``
+       (default RUN/compressed/).
+    """
+    from reconstruct.nerf.config import NerfConfig
     from reconstruct.nerf.trainer import NerfTrainer, evaluate_nerf, load_nerf
     from reconstruct.runs import atomic_torch_save, atomic_write_text, load_checkpoint, load_run_scene, resolve_device
 
     cfg = cfg or AdmmNerfConfig()
     run_dir = Path(run_dir)
-    out_dir = run_dir / "compressed"
+    out_dir = Path(out_dir) if out_dir is not None else run_dir / "compressed"
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(getattr(train_cfg, "device", "auto"))
     scene = load_run_scene(run_dir, cfg=train_cfg)
@@ -203,32 +287,60 @@ def compress_nerf_run(run_dir: Path, train_cfg, *, seed: int = 0, progress: bool
     field0, grid0, ckpt = load_nerf(run_dir, device)
     n_samples = int(ckpt.get("n_samples") or ckpt["nerf_config"].get("n_samples") or 128)
     before = evaluate_nerf(field0, grid0, scene, n_samples=n_samples)
-    from reconstruct.nerf.config import NerfConfig
-
-    ncfg = NerfConfig(**{k: v for k, v in ckpt["nerf_config"].items() if k in {f.name for f in dataclasses.fields(NerfConfig)}})
+    names = {f.name for f in dataclasses.fields(NerfConfig)}
+    ncfg = NerfConfig(**{k: v for k, v in ckpt["nerf_config"].items() if k in names})
     if ncfg.depth_prior is not None:
         ncfg.depth_prior = Path(ncfg.depth_prior)
+    log2_run = int(field0.config.grid.log2_hashmap_size)
+    ncfg = dataclasses.replace(ncfg, log2_hashmap_size=log2_run - cfg.table_shrink, lr=cfg.lr)
     trainer = NerfTrainer(train_cfg, scene, out_dir, device, ncfg)
-    trainer.restore(load_checkpoint(run_dir))
-    grid, pruner, history = admm_finetune(trainer, cfg, progress=progress)
-    kept = pruner.kept_cells()
-    grid.prune(kept)  # pruned cells gate to exactly zero
-    active = active_cells(kept)
-    usage = hash_entries_in_use(trainer.field.encoding, active.cpu())
-    zeroed = zero_unused_entries(trainer.field.encoding, active.cpu())
+    run_ckpt = load_checkpoint(run_dir)
+    _restore_all_but_table(trainer, run_ckpt)
+    # The run's field (restored in a trainer-shaped shell) seeds the saliency and the folded table.
+    src = NerfTrainer(train_cfg, scene, out_dir, device, dataclasses.replace(ncfg, log2_hashmap_size=log2_run))
+    src.restore(run_ckpt)
+    init_logits = _density_logits(src, cfg.resolution) if cfg.init_from_density else None
+    seed_active = active_cells(init_logits > 0) if init_logits is not None else torch.ones((cfg.resolution,) * 3, dtype=torch.bool)
+    fold_table(src.field.encoding, trainer.field.encoding, seed_active.cpu())
+    n_params_run = sum(p.numel() for p in src.field.parameters())
+    hash_params_run = src.field.encoding.params.numel()
+    del src
+    t1 = time.perf_counter()
+    grid, pruner, history = admm_finetune(trainer, cfg, init_logits, progress=progress)
+    finetune_seconds = time.perf_counter() - t1
+    if grid is not None:
+        kept = pruner.kept_cells()
+        grid.prune(kept)  # pruned cells gate to exactly zero
+    else:
+        kept = torch.ones((cfg.resolution,) * 3, dtype=torch.bool, device=device)
+    active = active_cells(kept).cpu()
+    usage = hash_entries_in_use(trainer.field.encoding, active)
+    run_table_usage = hash_entries_in_use(field0.encoding, active)  # the same cells on the run's table
+    zeroed = zero_unused_entries(trainer.field.encoding, active)
     trainer.field.eval()
     after = evaluate_nerf(trainer.field, trainer.grid, scene, n_samples=n_samples)
+    mlp_params = sum(p.numel() for n, p in trainer.field.named_parameters()
+                     if not n.startswith("encoding."))
+    n_params_after = usage["used_params"] + mlp_params + (int(kept.sum()) if grid is not None else 0)
     report = {
-        "run": str(run_dir), "method": "nerf", "admm": True,
+        "run": str(run_dir), "method": "nerf", "admm": bool(cfg.gate),
         "psnr_before": before["psnr"], "ssim_before": before["ssim"], "psnr_after": after["psnr"],
         "ssim_after": after["ssim"], "n_test": before["n_test"],
+        "log2_table_run": log2_run, "log2_table": log2_run - cfg.table_shrink,
         "grid_resolution": cfg.resolution, "cells_kept": int(kept.sum()), "cells_total": int(kept.numel()),
-        "hash_params_total": usage["total_params"], "hash_params_in_use": usage["used_params"],
-        "hash_params_droppable": usage["droppable_params"], "fraction_in_use": usage["fraction_in_use"],
+        "hash_params_run": hash_params_run, "hash_params_total": usage["total_params"],
+        "hash_params_in_use": usage["used_params"], "hash_params_droppable": hash_params_run - usage["used_params"],
+        "fraction_in_use": usage["used_params"] / hash_params_run,
+        "fraction_of_table_in_use": usage["fraction_in_use"],
+        "run_table_fraction_in_use": run_table_usage["fraction_in_use"],
+        "n_params_run": n_params_run, "n_params_after": n_params_after,
         "entries_zeroed": zeroed, "per_level": usage["per_level"], "history": history,
-        "seconds": time.perf_counter() - t0, "config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
+        "finetune_seconds": finetune_seconds, "seconds": time.perf_counter() - t0,
+        "config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
     }
-    atomic_torch_save(out_dir / "saliency.pt", {"logits": grid.logits.detach().cpu(), "kept": kept.cpu(),
-                                                "field": {k: v.detach().cpu() for k, v in trainer.field.state_dict().items()}})
+    atomic_torch_save(out_dir / "saliency.pt", {
+        "logits": None if grid is None else grid.logits.detach().cpu(), "kept": kept.cpu(),
+        "field_config": dataclasses.asdict(trainer.field_config),
+        "field": {k: v.detach().cpu() for k, v in trainer.field.state_dict().items()}})
     atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2))
     return report

@@ -8,7 +8,8 @@ codebook phase runs on the masked splats; every point is the decoded artifact sc
 views. A float16 artifact (no codebooks) is the reference point per lambda.
 
 Output: outputs/bench/compress_rd.json and compress_rd.png (PSNR vs artifact MB, one line per
-lambda, the standard .ply as a marker). Settings through the environment (defaults in brackets):
+lambda, the standard .ply as a marker). The NeRF half (ADMM grid pruning) is pruning/bench_nerf.py;
+RECON_BENCH_COMPRESS_PARTS [splats,nerf] runs one or both. Settings through the environment (defaults in brackets):
 RECON_BENCH_COMPRESS_LAMBDAS [0,5e-3,2e-2], RECON_BENCH_COMPRESS_ENTRIES [256,1024,4096],
 RECON_BENCH_COMPRESS_STEPS [200] (steps of each phase), RECON_BENCH_COMPRESS_BASE_ITERS [1500].
 """
@@ -126,6 +127,28 @@ def plot(results: dict, path: Path) -> None:
 
 
 def run_bench(json_out: bool = False) -> int:
+    """Both halves: the splat rate-distortion sweep and the NeRF ADMM sweep (pruning/bench_nerf.py);
+    RECON_BENCH_COMPRESS_PARTS [splats,nerf] picks them."""
+    from pruning import bench_nerf
+
+    parts = [p.strip() for p in os.environ.get("RECON_BENCH_COMPRESS_PARTS", "splats,nerf").split(",") if p.strip()]
+    unknown = set(parts) - {"splats", "nerf"}
+    if unknown:
+        raise SystemExit(f"RECON_BENCH_COMPRESS_PARTS: unknown part(s) {sorted(unknown)} (splats, nerf)")
+    out = {}
+    if "splats" in parts:
+        out["splats"] = _splat_bench(json_out)
+    if "nerf" in parts:
+        out["nerf"] = bench_nerf.run_nerf_bench(progress=not json_out)
+        if not json_out:
+            bench_nerf.print_table(out["nerf"])
+            print(f"wrote {OUT / 'compress_nerf.png'} and {OUT / 'compress_nerf.json'}")
+    if json_out:
+        print(json.dumps(out))
+    return 0
+
+
+def _splat_bench(json_out: bool) -> dict:
     from reconstruct.runs import atomic_write_text
 
     run_dir = _base_run()
@@ -140,8 +163,7 @@ def run_bench(json_out: bool = False) -> int:
     atomic_write_text(OUT / "compress_rd.json", json.dumps(results, indent=2))
     plot(results, OUT / "compress_rd.png")
     if json_out:
-        print(json.dumps(results))
-        return 0
+        return results
     from rich.console import Console
     from rich.table import Table
 
@@ -155,4 +177,4 @@ def run_bench(json_out: bool = False) -> int:
                       f"{p['psnr'] - results['psnr_before']:+.2f}", f"{p['ssim']:.4f}")
     Console().print(table)
     print(f"wrote {OUT / 'compress_rd.png'} and {OUT / 'compress_rd.json'}")
-    return 0
+    return results

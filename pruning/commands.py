@@ -38,8 +38,11 @@ class CompressCommand:
     """Entries of each color codebook (sh0 and higher SH bands)."""
     device: str = "auto"
     """auto = the accelerator when there is one, else CPU."""
-    admm_steps: int = 400
+    admm_steps: int = 500
     """ADMM fine-tuning steps (NeRF runs)."""
+    admm_table_shrink: int = 2
+    """NeRF runs: the compressed hash tables hold 2**this times fewer entries than the run's (0 keeps
+    the size; then only the coarse dense levels can lose entries)."""
     admm_budget: float = 0.1
     """ADMM L1 budget as a fraction of the saliency-grid cells (NeRF runs)."""
 
@@ -54,6 +57,7 @@ class CompressCommand:
             mask_lambda=self.mask_lambda, mask_lr=self.mask_lr, quantize_steps=self.quantize_steps,
             quant=QuantizeConfig(sh0_entries=self.color_entries, shN_entries=self.color_entries),
             device=self.device, progress=not self.json, admm_steps=self.admm_steps, admm_budget=self.admm_budget,
+            admm_table_shrink=self.admm_table_shrink,
         )
         report = compress_run(self.run_dir, cfg, admm=self.admm, auto=none)
         print_report(report, json_out=self.json)

@@ -58,8 +58,11 @@ class CompressConfig:
     """Show progress bars (on stderr)."""
     export_compressed_ply: bool = True
     """Also write RUN/compressed/splats.compressed.ply from the decoded artifact."""
-    admm_steps: int = 400
+    admm_steps: int = 500
     """ADMM fine-tuning steps (NeRF runs)."""
+    admm_table_shrink: int = 2
+    """NeRF runs: the compressed hash tables hold 2**this times fewer entries than the run's (0 keeps
+    the size; then only the coarse dense levels can lose entries)."""
     admm_budget: float = 0.1
     """ADMM L1 budget as a fraction of the saliency-grid cells (NeRF runs)."""
 
@@ -197,7 +200,7 @@ def compress_run(run_dir: Path, cfg: CompressConfig, *, admm: bool = False, auto
         from pruning.admm import ADMMConfig
         from pruning.admm_nerf import AdmmNerfConfig
 
-        acfg = AdmmNerfConfig(steps=cfg.admm_steps)
+        acfg = AdmmNerfConfig(steps=cfg.admm_steps, table_shrink=cfg.admm_table_shrink)
         acfg.admm = ADMMConfig(**{**dataclasses.asdict(acfg.admm), "budget_fraction": cfg.admm_budget})
         return compress_nerf_run(run_dir, train_cfg, seed=cfg.seed, progress=cfg.progress, cfg=acfg)
     if admm:
@@ -224,7 +227,8 @@ def print_report(report: dict, *, json_out: bool) -> None:
 
     if report.get("method") == "nerf":
         keys = ("psnr_before", "psnr_after", "ssim_before", "ssim_after", "cells_kept", "cells_total",
-                "hash_params_total", "hash_params_in_use", "hash_params_droppable", "fraction_in_use")
+                "hash_params_run", "hash_params_total", "hash_params_in_use", "hash_params_droppable",
+                "fraction_in_use", "n_params_run", "n_params_after")
         if json_out:
             print(json.dumps({k: report[k] for k in keys}))
         else:

@@ -1,5 +1,6 @@
 """ADMM saliency-grid pruning: exact L1-ball projection, sparse toy grid, hash-entry usage."""
 
+import numpy as np
 import torch
 
 from pruning.admm import ADMMConfig, ADMMPruner, SaliencyGrid, hash_usage, project_l1_ball
@@ -143,3 +144,104 @@ def test_unused_entries_are_really_unused_and_gate_zeroes_pruned_space():
     far = torch.tensor([[0.05, 0.05, 0.95]])
     assert torch.allclose(gated(inside), enc(inside), atol=1e-6)
     assert torch.all(gated(far) == 0)
+
+
+def test_fold_table_copies_same_size_and_averages_the_used_entries():
+    from pruning.admm_nerf import active_cells, corner_index, fold_table, used_entries
+    from reconstruct.nerf.hash_encoding import HashEncoding, HashGridConfig
+
+    src = _small_encoding()  # levels 0-1 dense (64, 512 entries), 2-4 hashed in 1024 entries
+    kept = torch.zeros(8, 8, 8, dtype=torch.bool)
+    kept[2:4, 2:4, 2:4] = True
+    active = active_cells(kept)
+    same = HashEncoding(src.config, implementation="torch")
+    fold_table(src, same, active)
+    assert torch.allclose(same.params, src.params, rtol=1e-6, atol=1e-7)
+
+    small_cfg = HashGridConfig(n_levels=5, log2_hashmap_size=8, base_resolution=4, per_level_scale=2.0)
+    small = HashEncoding(small_cfg, implementation="torch")
+    fold_table(src, small, active)
+    used = used_entries(src, active)
+    s_tab, d_tab = src.params.view(-1, 2), small.params.view(-1, 2)
+    # Hashed level: destination j is the mean of the used source entries j, j + 256, j + 512, j + 768.
+    level = 3
+    s_lo, d_lo = int(src.layout.offsets[level]), int(small.layout.offsets[level])
+    checked = 0
+    for j in range(256):
+        members = torch.arange(j, 1024, 256)
+        m = members[used[level][members]]
+        if len(m) == 0:
+            continue
+        assert torch.allclose(d_tab[d_lo + j], s_tab[s_lo + m].mean(0), rtol=1e-4, atol=1e-5)
+        checked += 1
+    assert checked > 50
+    # A level dense in src but hashed in dst: an entry reached from a single used source entry is a copy.
+    level = 1
+    assert src.layout.dense[level] and not small.layout.dense[level]
+    r = int(src.layout.resolutions[level])
+    ar = torch.arange(r + 1)
+    v = torch.stack(torch.meshgrid(ar, ar, ar, indexing="ij"), -1).reshape(-1, 3)
+    si, di = corner_index(src.layout, level, v), corner_index(small.layout, level, v)
+    s_lo, d_lo = int(src.layout.offsets[level]), int(small.layout.offsets[level])
+    ok = used[level][si]
+    singles = 0
+    for j in torch.unique(di[ok]).tolist():
+        sources = torch.unique(si[ok & (di == j)])
+        if len(sources) == 1:
+            assert torch.allclose(d_tab[d_lo + j], s_tab[s_lo + sources[0]], rtol=1e-4, atol=1e-5)
+            singles += 1
+    assert singles > 10
+
+
+def _tiny_nerf_run(tmp_path):
+    import dataclasses
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from scene_fixtures import write_blender
+
+    import scenes
+    from reconstruct.config import TrainConfig, to_json
+    from reconstruct.nerf.config import NerfConfig
+    from reconstruct.nerf.trainer import train_nerf
+
+    root, run = tmp_path / "scene", tmp_path / "run"
+    write_blender(root, n_train=5, n_test=2, size=16)
+    run.mkdir()
+    cfg = TrainConfig(scene=root, views=None, method="nerf")
+    cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, iters=20),
+                              output=dataclasses.replace(cfg.output, out=run))
+    (run / "config.json").write_text(to_json(cfg))
+    ncfg = NerfConfig(rays_per_batch=128, n_samples=32, log2_hashmap_size=10, n_levels=4, max_resolution=64,
+                      grid_resolution=16)
+    assert train_nerf(cfg, scenes.load_scene(root), run, device=torch.device("cpu"), resume=False,
+                      ncfg=ncfg, progress=False) == 0
+    return run
+
+
+def test_compress_admm_on_a_nerf_run_shrinks_the_table_and_reports(tmp_path, capsys):
+    import json
+
+    from pruning.admm_nerf import AdmmNerfConfig, compress_nerf_run
+    from reconstruct.cli import main
+    from reconstruct.runs import load_config
+
+    run = _tiny_nerf_run(tmp_path)
+    assert main(["compress", str(run), "--admm", "--admm-steps", "6", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # Every level is hashed at 2^10 entries: the compressed table is exactly 4x smaller.
+    assert out["hash_params_total"] * 4 == out["hash_params_run"]
+    assert out["hash_params_in_use"] <= out["hash_params_total"]
+    assert abs(out["fraction_in_use"] - out["hash_params_in_use"] / out["hash_params_run"]) < 1e-12
+    assert 0 < out["cells_kept"] <= out["cells_total"]
+    for k in ("psnr_before", "psnr_after", "ssim_before", "ssim_after"):
+        assert np.isfinite(out[k])
+    saved = torch.load(run / "compressed" / "saliency.pt", weights_only=False)
+    assert saved["field"]["encoding.inner.params"].numel() == out["hash_params_total"]
+    assert saved["field_config"]["grid"]["log2_hashmap_size"] == 8
+    # The control: same smaller table and steps, no gate: nothing pruned, the whole table in use.
+    ctrl = compress_nerf_run(run, load_config(run), progress=False, out_dir=tmp_path / "ctrl",
+                             cfg=AdmmNerfConfig(steps=6, gate=False))
+    assert ctrl["cells_kept"] == ctrl["cells_total"] and ctrl["hash_params_in_use"] == ctrl["hash_params_total"]
+    assert ctrl["hash_params_total"] == out["hash_params_total"]

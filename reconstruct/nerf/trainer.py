@@ -93,6 +93,9 @@ class NerfTrainer:
         self.poses = torch.as_tensor(np.asarray(scene.T_world_cam)[ids], dtype=torch.float32, device=device)
         self.depth_prior = self._load_depth_prior()
         self.step, self.seconds, self.history = 0, 0.0, []
+        self.schedule_start = 0
+        """Step the learning-rate schedule (warm-up, decay to ``iters``) counts from; a later phase
+        such as compression fine-tuning sets it to restart the schedule."""
 
     # ----------------------------------------------------------------------------- data
     def _load_depth_prior(self) -> torch.Tensor | None:
@@ -152,7 +155,7 @@ class NerfTrainer:
         mask = self.level_mask(step)
         self.grid.update(step, self.field, level_mask=mask)
         for group in self.optimizer.param_groups:
-            group["lr"] = self.ncfg.lr * lr_lambda(step, total=self.iters)
+            group["lr"] = self.ncfg.lr * lr_lambda(step - self.schedule_start, total=self.iters - self.schedule_start)
         n_rand = self.rays_per_batch
         use_rank = self.depth_prior is not None and self.ncfg.depth_rank_weight > 0
         v, ys, xs = self._sample_pixels(n_rand)

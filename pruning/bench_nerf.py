@@ -1,0 +1,123 @@
+"""The NeRF half of `recon bench compress`: ADMM grid pruning against same-length controls.
+
+On one hash-grid NeRF run, each variant fine-tunes for the same number of steps from the run's
+checkpoint and is scored on the test views:
+
+- ``fine-tune``: the run's table, no gate (what the extra steps alone buy);
+- ``gate+ADMM``: the run's table behind the saliency gate with the ADMM pruner;
+- ``fine-tune, table/2^k``: the table folded to 2^k times fewer entries, no gate (control);
+- ``gate+ADMM, table/2^k``: the same smaller table behind the gate (HollowNeRF's recipe).
+
+Source run: ``RECON_BENCH_COMPRESS_NERF_RUN`` when set, else a short NeRF run on the bundled demo
+scene trained once into outputs/bench/compress-nerf-base. Steps: RECON_BENCH_COMPRESS_NERF_STEPS [500];
+shrinks: RECON_BENCH_COMPRESS_NERF_SHRINKS [0,2,3]. Output: outputs/bench/compress_nerf.json and
+compress_nerf.png (PSNR vs hash parameters in use).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+OUT = Path("outputs") / "bench"
+
+
+def base_run() -> Path:
+    env = os.environ.get("RECON_BENCH_COMPRESS_NERF_RUN")
+    if env:
+        return Path(env)
+    run = OUT / "compress-nerf-base"
+    if (run / "checkpoint.pt").is_file() and (run / "config.json").is_file():
+        return run
+    demo = Path(__file__).resolve().parents[1] / "data" / "demo"
+    from reconstruct.run_train import main as train_main
+
+    code = train_main([str(demo), "--views", "8", "--method", "nerf", "--iters", "1500", "--out", str(run),
+                       "--overwrite", "--nerf.rays-per-batch", "256", "--nerf.n-levels", "12",
+                       "--nerf.max-resolution", "1024", "--nerf.log2-hashmap-size", "17", "--nerf.grid-decay", "0.8"])
+    if code != 0:
+        raise SystemExit(code)
+    return run
+
+
+def sweep(run_dir: Path, *, steps: int, shrinks: list[int], progress: bool) -> dict:
+    """One row per (table shrink, gate on/off); every row fine-tunes ``steps`` from the run."""
+    from pruning.admm_nerf import AdmmNerfConfig, compress_nerf_run
+    from reconstruct.runs import load_config
+
+    train_cfg = load_config(run_dir)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for shrink in shrinks:
+            for gate in (False, True):
+                cfg = dataclasses.replace(AdmmNerfConfig(), steps=steps, table_shrink=shrink, gate=gate)
+                r = compress_nerf_run(run_dir, train_cfg, progress=progress, cfg=cfg,
+                                      out_dir=Path(tmp) / f"{shrink}-{gate}")
+                label = ("gate+ADMM" if gate else "fine-tune") + (f", table/{2 ** shrink}" if shrink else "")
+                keep = ("psnr_before", "psnr_after", "ssim_after", "hash_params_run", "hash_params_total",
+                        "hash_params_in_use", "fraction_in_use", "cells_kept", "n_params_after", "finetune_seconds")
+                rows.append({"variant": label, "table_shrink": shrink, "gate": gate, **{k: r[k] for k in keep}})
+                print(json.dumps(rows[-1]), file=sys.stderr)
+    return {"run": str(run_dir), "steps": steps, "psnr_run": rows[0]["psnr_before"],
+            "hash_params_run": rows[0]["hash_params_run"], "rows": rows}
+
+
+def plot(results: dict, path: Path) -> None:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from reconstruct.runs import atomic_write_bytes
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for gate, style, name in ((False, "s--", "fine-tune (control)"), (True, "o-", "gate + ADMM")):
+        pts = sorted((r for r in results["rows"] if r["gate"] == gate), key=lambda r: r["hash_params_in_use"])
+        ax.plot([r["hash_params_in_use"] / 1e6 for r in pts], [r["psnr_after"] for r in pts], style, label=name)
+        for r in pts:
+            ax.annotate(f"/{2 ** r['table_shrink']}", (r["hash_params_in_use"] / 1e6, r["psnr_after"]), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+    ax.plot([results["hash_params_run"] / 1e6], [results["psnr_run"]], "k*", markersize=12, label="trained run")
+    ax.axvline(0.3 * results["hash_params_run"] / 1e6, color="gray", lw=0.8, ls=":", label="30% of the run's table")
+    ax.set(xlabel="hash parameters in use (M)", ylabel="test PSNR (dB)",
+           title=f"NeRF hash-grid pruning ({results['steps']} fine-tuning steps each; /k = table size)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def run_nerf_bench(*, progress: bool) -> dict:
+    from reconstruct.runs import atomic_write_text
+
+    results = sweep(base_run(), steps=int(os.environ.get("RECON_BENCH_COMPRESS_NERF_STEPS", "500")),
+                    shrinks=[int(v) for v in os.environ.get("RECON_BENCH_COMPRESS_NERF_SHRINKS", "0,2,3").split(",")],
+                    progress=progress)
+    OUT.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(OUT / "compress_nerf.json", json.dumps(results, indent=2))
+    plot(results, OUT / "compress_nerf.png")
+    return results
+
+
+def print_table(results: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"recon bench compress (NeRF): {results['run']} ({results['psnr_run']:.2f} dB, "
+                        f"{results['hash_params_run']:,} hash parameters)")
+    for col in ("variant", "in use", "of run", "cells kept", "PSNR", "dPSNR", "SSIM", "seconds"):
+        table.add_column(col, justify="right")
+    for r in results["rows"]:
+        table.add_row(r["variant"], f"{r['hash_params_in_use']:,}", f"{100 * r['fraction_in_use']:.1f}%",
+                      f"{r['cells_kept']:,}", f"{r['psnr_after']:.2f}", f"{r['psnr_after'] - r['psnr_before']:+.2f}",
+                      f"{r['ssim_after']:.4f}", f"{r['finetune_seconds']:.0f}")
+    Console().print(table)
