@@ -143,6 +143,10 @@ class TrainConfig:
     """Train learnable masks from the start (Compact 3DGS) and remove masked Gaussians."""
     viewer: bool = False
     """Serve a live viser viewer while training."""
+    viewer_host: str = "127.0.0.1"
+    """Address the live viewer binds (0.0.0.0 to reach it from other machines)."""
+    viewer_port: int = 8080
+    """Port of the live viewer (the next free one when taken)."""
     data: DataConfig = field(default_factory=DataConfig)
     init: InitConfig = field(default_factory=InitConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

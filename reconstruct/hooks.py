@@ -67,7 +67,7 @@ def viewer_hook(trainer: Trainer):
     """The live viser viewer as a hook (viewer package)."""
     from viewer.live import LiveViewerHook
 
-    return LiveViewerHook(trainer)
+    return LiveViewerHook(trainer, host=trainer.cfg.viewer_host, port=trainer.cfg.viewer_port)
 
 
 def export_splats(trainer: Trainer) -> Path:

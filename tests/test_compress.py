@@ -114,3 +114,15 @@ def test_rate_distortion_plot_is_written(tmp_path):
     plot(results, tmp_path / "rd.png")
     data = (tmp_path / "rd.png").read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_nerf_pruning_plot_is_written(tmp_path):
+    from pruning.bench_nerf import plot
+
+    rows = [{"variant": v, "table_shrink": k, "gate": g, "hash_params_in_use": n, "psnr_after": p}
+            for v, k, g, n, p in [("fine-tune", 0, False, 2_400_000, 21.0), ("gate+ADMM", 0, True, 2_100_000, 21.1),
+                                  ("fine-tune, table/4", 2, False, 660_000, 20.6),
+                                  ("gate+ADMM, table/4", 2, True, 580_000, 20.7)]]
+    plot({"steps": 10, "psnr_run": 20.9, "hash_params_run": 2_468_752, "rows": rows}, tmp_path / "nerf.png")
+    data = (tmp_path / "nerf.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000

@@ -158,3 +158,19 @@ def test_training_with_learnable_masks_runs_in_the_real_trainer(tiny_scene, tmp_
     assert ckpt["params"]["masks"].shape[0] == n
     assert len(read_splats(out / "splats.ply")) == n
     assert any("mask" in h for h in ckpt["history"])
+
+
+def test_live_viewer_binds_localhost_unless_told(monkeypatch):
+    import types
+
+    import viewer.live
+    from reconstruct import hooks
+    from reconstruct.config import TrainConfig
+
+    seen = {}
+    monkeypatch.setattr(viewer.live, "LiveViewerHook", lambda trainer, **kw: seen.update(kw))
+    hooks.viewer_hook(types.SimpleNamespace(cfg=TrainConfig(scene=Path("s"))))
+    assert seen == {"host": "127.0.0.1", "port": 8080}
+    cfg = TrainConfig(scene=Path("s"), viewer_host="0.0.0.0", viewer_port=9001)
+    hooks.viewer_hook(types.SimpleNamespace(cfg=cfg))
+    assert seen == {"host": "0.0.0.0", "port": 9001}
