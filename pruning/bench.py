@@ -31,21 +31,44 @@ def _floats(name: str, default: str) -> list[float]:
     return [float(v) for v in os.environ.get(name, default).split(",") if v.strip()]
 
 
-def _base_run() -> Path:
-    env = os.environ.get("RECON_BENCH_COMPRESS_RUN")
-    if env:
-        return Path(env)
-    run = OUT / "compress-base"
-    if (run / "splats.ply").is_file() and (run / "config.json").is_file():
+def cached_run(env: str, run: Path, train_args: list[str], *, marker: str) -> Path:
+    """The run folder named by the environment variable ``env``; else ``run``, trained once with
+    ``recon train <train_args> --out run`` (reused while ``run/marker`` and its config exist)."""
+    if os.environ.get(env):
+        return Path(os.environ[env])
+    if (run / marker).is_file() and (run / "config.json").is_file():
         return run
-    demo = Path(__file__).resolve().parents[1] / "data" / "demo"
     from reconstruct.run_train import main as train_main
 
-    iters = os.environ.get("RECON_BENCH_COMPRESS_BASE_ITERS", "1500")
-    code = train_main([str(demo), "--iters", iters, "--out", str(run), "--overwrite", "--preset", "vanilla"])
+    code = train_main([*train_args, "--out", str(run), "--overwrite"])
     if code != 0:
         raise SystemExit(code)
     return run
+
+
+def demo_scene() -> Path:
+    return Path(__file__).resolve().parents[1] / "data" / "demo"
+
+
+def save_png(fig, path: Path) -> None:
+    """Write a matplotlib figure as PNG, atomically, and close it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from reconstruct.runs import atomic_write_bytes
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _base_run() -> Path:
+    iters = os.environ.get("RECON_BENCH_COMPRESS_BASE_ITERS", "1500")
+    return cached_run("RECON_BENCH_COMPRESS_RUN", OUT / "compress-base",
+                      [str(demo_scene()), "--iters", iters, "--preset", "vanilla"], marker="splats.ply")
 
 
 def sweep(run_dir: Path, *, lambdas: list[float], entries: list[int], steps: int, progress: bool) -> dict:
@@ -100,14 +123,10 @@ def sweep(run_dir: Path, *, lambdas: list[float], entries: list[int], steps: int
 
 
 def plot(results: dict, path: Path) -> None:
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from reconstruct.runs import atomic_write_bytes
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for lam in sorted({p["lambda"] for p in results["points"]}):
@@ -119,11 +138,7 @@ def plot(results: dict, path: Path) -> None:
            title=f"rate-distortion ({results['n_test']} test views, {results['steps']} steps a phase)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_png(fig, path)
 
 
 def run_bench(json_out: bool = False) -> int:

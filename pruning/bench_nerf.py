@@ -27,21 +27,12 @@ OUT = Path("outputs") / "bench"
 
 
 def base_run() -> Path:
-    env = os.environ.get("RECON_BENCH_COMPRESS_NERF_RUN")
-    if env:
-        return Path(env)
-    run = OUT / "compress-nerf-base"
-    if (run / "checkpoint.pt").is_file() and (run / "config.json").is_file():
-        return run
-    demo = Path(__file__).resolve().parents[1] / "data" / "demo"
-    from reconstruct.run_train import main as train_main
+    from pruning.bench import cached_run, demo_scene
 
-    code = train_main([str(demo), "--views", "8", "--method", "nerf", "--iters", "1500", "--out", str(run),
-                       "--overwrite", "--nerf.rays-per-batch", "256", "--nerf.n-levels", "12",
-                       "--nerf.max-resolution", "1024", "--nerf.log2-hashmap-size", "17", "--nerf.grid-decay", "0.8"])
-    if code != 0:
-        raise SystemExit(code)
-    return run
+    return cached_run("RECON_BENCH_COMPRESS_NERF_RUN", OUT / "compress-nerf-base", [
+        str(demo_scene()), "--views", "8", "--method", "nerf", "--iters", "1500", "--nerf.rays-per-batch", "256",
+        "--nerf.n-levels", "12", "--nerf.max-resolution", "1024", "--nerf.log2-hashmap-size", "17",
+        "--nerf.grid-decay", "0.8"], marker="checkpoint.pt")
 
 
 def sweep(run_dir: Path, *, steps: int, shrinks: list[int], progress: bool) -> dict:
@@ -67,14 +58,12 @@ def sweep(run_dir: Path, *, steps: int, shrinks: list[int], progress: bool) -> d
 
 
 def plot(results: dict, path: Path) -> None:
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from reconstruct.runs import atomic_write_bytes
+    from pruning.bench import save_png
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for gate, style, name in ((False, "s--", "fine-tune (control)"), (True, "o-", "gate + ADMM")):
@@ -89,11 +78,7 @@ def plot(results: dict, path: Path) -> None:
            title=f"NeRF hash-grid pruning ({results['steps']} fine-tuning steps each; /k = table size)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_png(fig, path)
 
 
 def run_nerf_bench(*, progress: bool) -> dict:
