@@ -34,6 +34,8 @@ class CompressCommand:
     """Adam learning rate of the mask logits."""
     quantize_steps: int = 600
     """Codebook fine-tuning steps."""
+    lr_scale: float = 0.1
+    """Learning rates of the splat attributes while fine-tuning, relative to the run's."""
     color_entries: int = 4096
     """Entries of each color codebook (sh0 and higher SH bands)."""
     device: str = "auto"
@@ -54,7 +56,7 @@ class CompressCommand:
         none = not (self.masks or self.quantize or self.admm)
         cfg = CompressConfig(
             masks=self.masks or none, quantize=self.quantize or none, mask_steps=self.mask_steps,
-            mask_lambda=self.mask_lambda, mask_lr=self.mask_lr, quantize_steps=self.quantize_steps,
+            mask_lambda=self.mask_lambda, mask_lr=self.mask_lr, quantize_steps=self.quantize_steps, lr_scale=self.lr_scale,
             quant=QuantizeConfig(sh0_entries=self.color_entries, shN_entries=self.color_entries),
             device=self.device, progress=not self.json, admm_steps=self.admm_steps, admm_budget=self.admm_budget,
             admm_table_shrink=self.admm_table_shrink,

@@ -40,12 +40,14 @@ def scene_scale(scene) -> float:
     return float(np.linalg.norm(centers - centers.mean(0), axis=1).max() * 1.1) or 1.0
 
 
-def make_optimizers(params, optim_cfg, scale: float, *, frozen: tuple[str, ...] = ()) -> dict:
-    """One Adam per trainable parameter; positions at the run's final (smallest) learning rate."""
+def make_optimizers(params, optim_cfg, scale: float, *, frozen: tuple[str, ...] = (), lr_scale: float = 1.0) -> dict:
+    """One Adam per trainable parameter; positions at the run's final (smallest) learning rate, every
+    splat attribute's rate times ``lr_scale`` (other entries, such as mask logits, at 1e-2)."""
     lrs = {
         "means": optim_cfg.lr_means_final * scale, "scales": optim_cfg.lr_scales, "quats": optim_cfg.lr_quats,
         "opacities": optim_cfg.lr_opacities, "sh0": optim_cfg.lr_sh0, "shN": optim_cfg.lr_shN,
     }
+    lrs = {k: v * lr_scale for k, v in lrs.items()}
     out = {}
     for name, p in params.items():
         if name in frozen:
