@@ -178,7 +178,7 @@ class AdmmNerfConfig:
     init_from_density: bool = True
     """Start the saliency high where the run's field has density and low elsewhere (a uniform start
     with a short CPU fine-tuning let the penalty prune every cell: 18.6 -> 8.9 dB on lego)."""
-    admm: ADMMConfig = dataclasses.field(default_factory=lambda: ADMMConfig(budget_fraction=0.1, rho=1e-4,
+    admm: ADMMConfig = dataclasses.field(default_factory=lambda: ADMMConfig(budget_fraction=0.2, rho=1e-4,
                                                                             update_every=20, prune_threshold=0.05))
     """Budget, penalty and schedule of the ADMM pruner."""
 
