@@ -134,7 +134,13 @@ def plot(results: dict, path: Path) -> None:
         ax.plot([p["artifact_bytes"] / 1e6 for p in pts], [p["psnr"] for p in pts], "o-",
                 label=f"masks lambda={lam:g}" if lam > 0 else "no masks")
     ax.plot([results["ply_bytes"] / 1e6], [results["psnr_before"]], "k*", markersize=12, label="standard .ply")
-    ax.set(xscale="log", xlabel="size (MB, log)", ylabel="test PSNR (dB)",
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set(xlabel="size (MB, log)", ylabel="test PSNR (dB)",
            title=f"rate-distortion ({results['n_test']} test views, {results['steps']} steps a phase)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
