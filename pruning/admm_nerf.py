@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from pruning.admm import ADMMConfig, ADMMPruner, SaliencyGrid, hash_usage
+from scenes.errors import ReconError
 
 _PRIME_Y = 2654435761
 _PRIME_Z = 805459861
@@ -279,20 +280,23 @@ def compress_nerf_run(run_dir: Path, train_cfg, *, seed: int = 0, progress: bool
     cfg = cfg or AdmmNerfConfig()
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "compressed"
-    out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(getattr(train_cfg, "device", "auto"))
     scene = load_run_scene(run_dir, cfg=train_cfg)
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     field0, grid0, ckpt = load_nerf(run_dir, device)
+    log2_run = int(field0.config.grid.log2_hashmap_size)
+    if not 0 <= cfg.table_shrink <= log2_run - 4:
+        raise ReconError(run_dir, f"--admm-table-shrink {cfg.table_shrink}: the run's table has 2^{log2_run} "
+                                  f"entries per level; use 0..{log2_run - 4}")
     n_samples = int(ckpt.get("n_samples") or ckpt["nerf_config"].get("n_samples") or 128)
     before = evaluate_nerf(field0, grid0, scene, n_samples=n_samples)
     names = {f.name for f in dataclasses.fields(NerfConfig)}
     ncfg = NerfConfig(**{k: v for k, v in ckpt["nerf_config"].items() if k in names})
     if ncfg.depth_prior is not None:
         ncfg.depth_prior = Path(ncfg.depth_prior)
-    log2_run = int(field0.config.grid.log2_hashmap_size)
     ncfg = dataclasses.replace(ncfg, log2_hashmap_size=log2_run - cfg.table_shrink, lr=cfg.lr)
+    out_dir.mkdir(parents=True, exist_ok=True)
     trainer = NerfTrainer(train_cfg, scene, out_dir, device, ncfg)
     run_ckpt = load_checkpoint(run_dir)
     _restore_all_but_table(trainer, run_ckpt)

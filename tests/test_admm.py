@@ -245,3 +245,11 @@ def test_compress_admm_on_a_nerf_run_shrinks_the_table_and_reports(tmp_path, cap
                              cfg=AdmmNerfConfig(steps=6, gate=False))
     assert ctrl["cells_kept"] == ctrl["cells_total"] and ctrl["hash_params_in_use"] == ctrl["hash_params_total"]
     assert ctrl["hash_params_total"] == out["hash_params_total"]
+    # A shrink the run's table cannot take: one line naming the run, exit 1, nothing written.
+    import shutil
+
+    shutil.rmtree(run / "compressed")
+    assert main(["compress", str(run), "--admm", "--admm-table-shrink", "9"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(run) in err[0] and "table-shrink" in err[0]
+    assert not (run / "compressed").exists()
