@@ -344,7 +344,34 @@ def compress_nerf_run(run_dir: Path, train_cfg, *, seed: int = 0, progress: bool
     }
     atomic_torch_save(out_dir / "saliency.pt", {
         "logits": None if grid is None else grid.logits.detach().cpu(), "kept": kept.cpu(),
-        "field_config": dataclasses.asdict(trainer.field_config),
-        "field": {k: v.detach().cpu() for k, v in trainer.field.state_dict().items()}})
+        "resolution": cfg.resolution, "field_config": dataclasses.asdict(trainer.field_config),
+        "field": {k: v.detach().cpu() for k, v in trainer.field.state_dict().items()},
+        "occupancy": trainer.grid.state_dict()})
     atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2))
     return report
+
+
+def load_compressed_nerf(run_dir: Path, device: torch.device | None = None):
+    """(field, occupancy grid) of RUN/compressed/saliency.pt: the smaller table behind its gate (when
+    it was compressed with one), pruned cells gated to exactly 0 - what `recon compress --admm` scored."""
+    from reconstruct.nerf.field import FieldConfig, NerfField, SceneSpace
+    from reconstruct.nerf.hash_encoding import HashGridConfig
+    from reconstruct.nerf.sampler import OccupancyGrid
+    from reconstruct.runs import load_checkpoint
+
+    device = device or torch.device("cpu")
+    path = Path(run_dir) / "compressed" / "saliency.pt"
+    if not path.is_file():
+        raise ReconError(path, "no compressed NeRF here (run `recon compress RUN --admm` first)")
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(run_dir)
+    fc = saved["field_config"]
+    field = NerfField(FieldConfig(**{**fc, "grid": HashGridConfig(**fc["grid"])}), SceneSpace.from_dict(ckpt["space"]),
+                      implementation=ckpt["nerf_config"].get("encoding", "auto")).to(device)
+    if saved["logits"] is not None:
+        field.encoding = GatedEncoding(field.encoding, SaliencyGrid(int(saved["resolution"])).to(device))
+    field.load_state_dict({k: v.to(device) for k, v in saved["field"].items()})
+    occ = saved["occupancy"]
+    grid = OccupancyGrid(int(occ["resolution"]), step_size=1.0, device=device)
+    grid.load_state_dict(occ)
+    return field.eval(), grid

@@ -32,11 +32,14 @@ class EvalCommand:
     """Run folder written by `recon train`."""
     json: bool = False
     """Print one JSON object instead of a table."""
+    compressed: bool = False
+    """Score what `recon compress` wrote (RUN/compressed/); results go there. For a splat run
+    ply_bytes is then the artifact's size."""
 
     def run(self) -> int:
         from reconstruct.run_eval import eval_run
 
-        return eval_run(self.run_dir, json_out=self.json)
+        return eval_run(self.run_dir, json_out=self.json, compressed=self.compressed)
 
 
 @dataclass

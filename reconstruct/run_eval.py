@@ -11,35 +11,49 @@ import torch
 from reconstruct.runs import atomic_write_text, load_config, load_run_scene, load_run_splats, resolve_device
 
 
-def eval_run(run_dir: Path, *, json_out: bool = False) -> int:
+def eval_run(run_dir: Path, *, json_out: bool = False, compressed: bool = False) -> int:
     """Render RUN's test views, write renders/grid/metrics.json, print a table or one JSON object.
 
     JSON keys: psnr, ssim, lpips (null when its weights are missing; lpips_reason says why), n_test,
-    n_gaussians, train_seconds, render_fps, ply_bytes.
+    n_gaussians, train_seconds, render_fps, ply_bytes. ``compressed``: score what `recon compress`
+    wrote (RUN/compressed/: the decoded splat artifact, or the pruned NeRF) and write there.
     """
     from reconstruct.evaluate import evaluate
     from reconstruct.hooks import print_metrics
 
     cfg = load_config(run_dir)
     scene = load_run_scene(run_dir, cfg=cfg)
-    if cfg.method == "nerf":
+    out_dir = Path(run_dir) / "compressed" if compressed else Path(run_dir)
+    if cfg.method == "nerf" and compressed:
+        from pruning.admm_nerf import load_compressed_nerf
+        from reconstruct.nerf.trainer import evaluate_nerf
+        from reconstruct.runs import load_checkpoint
+
+        field, grid = load_compressed_nerf(run_dir, resolve_device(cfg.device))
+        n_samples = int(load_checkpoint(run_dir).get("n_samples") or 128)
+        result = evaluate_nerf(field, grid, scene, n_samples=n_samples, out_dir=out_dir)
+    elif cfg.method == "nerf":
         from reconstruct.nerf.trainer import evaluate_nerf_run
 
         result = evaluate_nerf_run(run_dir, cfg=cfg, scene=scene)
     else:
-        splats = load_run_splats(run_dir)
-        device = resolve_device(cfg.device)
-        result = evaluate(splats, scene, out_dir=run_dir, device=device)
+        if compressed:
+            from pruning.artifact import artifact_bytes, load_artifact
+
+            splats, size = load_artifact(out_dir), artifact_bytes(out_dir)
+        else:
+            splats, size = load_run_splats(run_dir), (Path(run_dir) / "splats.ply").stat().st_size
+        result = evaluate(splats, scene, out_dir=out_dir, device=resolve_device(cfg.device))
         result["n_gaussians"] = len(splats)
-        result["ply_bytes"] = (Path(run_dir) / "splats.ply").stat().st_size
+        result["ply_bytes"] = size
     result["train_seconds"] = _train_seconds(run_dir)
-    atomic_write_text(Path(run_dir) / "metrics.json", json.dumps(result, indent=2))
+    atomic_write_text(out_dir / "metrics.json", json.dumps(result, indent=2))
     keys = ("psnr", "ssim", "lpips", "lpips_reason", "n_test", "n_gaussians", "train_seconds", "render_fps", "ply_bytes")
     summary = {k: result.get(k) for k in keys}
     if json_out:
         print(json.dumps(summary))
     else:
-        print_metrics(summary, title=f"{run_dir}: {summary['n_test']} test views", file=sys.stdout)
+        print_metrics(summary, title=f"{out_dir}: {summary['n_test']} test views", file=sys.stdout)
     return 0
 
 

@@ -237,6 +237,16 @@ def test_compress_admm_on_a_nerf_run_shrinks_the_table_and_reports(tmp_path, cap
     assert 0 < out["cells_kept"] <= out["cells_total"]
     for k in ("psnr_before", "psnr_after", "ssim_before", "ssim_after"):
         assert np.isfinite(out[k])
+    # The saved field decodes back to what was scored.
+    from pruning.admm_nerf import load_compressed_nerf
+    from reconstruct.nerf.trainer import evaluate_nerf
+    from reconstruct.runs import load_run_scene
+
+    field, occ = load_compressed_nerf(run)
+    again = evaluate_nerf(field, occ, load_run_scene(run, cfg=load_config(run)), n_samples=32)
+    assert abs(again["psnr"] - out["psnr_after"]) < 1e-4
+    assert main(["eval", str(run), "--compressed", "--json"]) == 0
+    assert abs(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["psnr"] - out["psnr_after"]) < 1e-4
     saved = torch.load(run / "compressed" / "saliency.pt", weights_only=False)
     assert saved["field"]["encoding.inner.params"].numel() == out["hash_params_total"]
     assert saved["field_config"]["grid"]["log2_hashmap_size"] == 8

@@ -174,3 +174,25 @@ def test_live_viewer_binds_localhost_unless_told(monkeypatch):
     cfg = TrainConfig(scene=Path("s"), viewer_host="0.0.0.0", viewer_port=9001)
     hooks.viewer_hook(types.SimpleNamespace(cfg=cfg))
     assert seen == {"host": "0.0.0.0", "port": 9001}
+
+
+def test_compress_then_eval_compressed_through_the_cli(trained_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)  # compress writes RUN/compressed/; keep the shared run untouched
+    capsys.readouterr()
+    assert main(["compress", str(run), "--mask-steps", "8", "--quantize-steps", "8", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("n_before", "n_after", "ply_bytes", "artifact_bytes", "psnr_before", "psnr_after", "ssim_before",
+                "ssim_after"):
+        assert key in report, key
+    assert report["n_after"] <= report["n_before"] and report["artifact_bytes"] < report["ply_bytes"]
+    assert (run / "compressed" / "report.json").is_file()
+    assert main(["eval", str(run), "--compressed", "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert abs(scored["psnr"] - report["psnr_after"]) < 1e-4
+    assert scored["n_gaussians"] == report["n_after"] and scored["ply_bytes"] == report["artifact_bytes"]
+    assert (run / "compressed" / "metrics.json").is_file()
+    # The run's own metrics are left alone.
+    assert json.loads((run / "metrics.json").read_text())["n_gaussians"] == report["n_before"]
