@@ -25,7 +25,7 @@ from scenes.images import (
     requested_factor,
     uniform_size,
 )
-from scenes.splits import holdout_split
+from scenes.splits import holdout_split_for
 from scenes.types import SceneData
 
 #: near/far (normalized units) when the model has no points to measure them from.
@@ -167,10 +167,7 @@ def read_colmap(
         points = transform_points(T_world_orig, xyz)
     near, far = near_far_from_points(T_world_cam, points)
 
-    try:
-        train, test = holdout_split(len(images), views)
-    except ValueError as err:
-        raise ReconError(root, str(err)) from None
+    train, test = holdout_split_for(root, len(images), views)
     distorted = model != "pinhole" and bool(np.any(coeffs_arr != 0) or model == "opencv_fisheye")
     return SceneData(
         format="colmap",

@@ -28,7 +28,7 @@ from scenes.images import (
     requested_factor,
     uniform_size,
 )
-from scenes.splits import holdout_split
+from scenes.splits import holdout_split_for
 from scenes.types import SceneData
 
 BD_FACTOR = 0.75
@@ -116,10 +116,7 @@ def read_llff(
         xyz, colors = read_points3d(pts_file)
         points = transform_points(T_world_orig, xyz)
 
-    try:
-        train, test = holdout_split(n, views)
-    except ValueError as err:
-        raise ReconError(root, str(err)) from None
+    train, test = holdout_split_for(root, n, views)
     return SceneData(
         format="llff",
         root=root,

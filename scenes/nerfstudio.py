@@ -35,7 +35,7 @@ from scenes.images import (
     requested_factor,
     uniform_size,
 )
-from scenes.splits import holdout_split
+from scenes.splits import holdout_split_for
 from scenes.types import SceneData
 
 #: COLMAP -> transforms.json axes that nerfstudio assumes for data written before "applied_transform" existed.
@@ -192,10 +192,7 @@ def read_nerfstudio(
         points = transform_points(T_world_orig, xyz @ A[:, :3].T + A[:, 3])
     near, far = near_far_from_points(T_world_cam, points)
 
-    try:
-        train, test = holdout_split(len(frames), views)
-    except ValueError as err:
-        raise ReconError(root, str(err)) from None
+    train, test = holdout_split_for(root, len(frames), views)
     distorted = model == "opencv_fisheye" or bool(np.any(coeffs != 0))
     return SceneData(
         format="nerfstudio",

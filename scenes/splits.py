@@ -48,3 +48,13 @@ def _pick(candidates: Sequence[int], views: int | None) -> list[int]:
         raise ValueError(f"--views {views} is larger than the {len(candidates)} available training frames")
     picks = np.round(np.linspace(0, len(candidates) - 1, views)).astype(int)
     return [int(candidates[i]) for i in picks]
+
+
+def holdout_split_for(root, n_frames: int, views: int | None) -> tuple[list[int], list[int]]:
+    """``holdout_split`` for the scene at ``root``: an impossible ``views`` is a one-line ReconError."""
+    from scenes.errors import ReconError
+
+    try:
+        return holdout_split(n_frames, views)
+    except ValueError as err:
+        raise ReconError(root, str(err)) from None
