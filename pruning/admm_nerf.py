@@ -185,16 +185,15 @@ class AdmmNerfConfig:
 
 
 @torch.no_grad()
-def _density_logits(trainer, R: int, per_cell: int = 4) -> torch.Tensor:
-    """[R, R, R] initial saliency logits: +3 where the run's field has density in the cell (max over
-    random samples, occupancy test of the run's grid: 1 - exp(-sigma * step) > threshold), else -2."""
-    device = trainer.device
+def _density_logits(field, space, occupancy, R: int, per_cell: int = 4) -> torch.Tensor:
+    """[R, R, R] initial saliency logits: +3 where ``field`` has density in the cell (max over random
+    samples, the occupancy grid's test: 1 - exp(-sigma * step) > threshold), else -2."""
+    device = next(field.parameters()).device
     idx = torch.stack(torch.meshgrid(*(torch.arange(R, device=device),) * 3, indexing="ij"), -1).reshape(-1, 3)
     u = (idx.repeat_interleave(per_cell, 0).float() + torch.rand(idx.shape[0] * per_cell, 3, device=device)) / R
-    sig = torch.cat([trainer.field.density(trainer.space.from_unit(u[a:a + 65536]))[0]
-                     for a in range(0, u.shape[0], 65536)])
-    alpha = 1.0 - torch.exp(-sig * trainer.grid.step_size)
-    occupied = alpha.view(-1, per_cell).amax(1) > trainer.grid.threshold
+    sig = torch.cat([field.density(space.from_unit(u[a:a + 65536]))[0] for a in range(0, u.shape[0], 65536)])
+    alpha = 1.0 - torch.exp(-sig * occupancy.step_size)
+    occupied = alpha.view(-1, per_cell).amax(1) > occupancy.threshold
     return torch.where(occupied, 3.0, -2.0).view(R, R, R)
 
 
@@ -300,15 +299,13 @@ def compress_nerf_run(run_dir: Path, train_cfg, *, seed: int = 0, progress: bool
     trainer = NerfTrainer(train_cfg, scene, out_dir, device, ncfg)
     run_ckpt = load_checkpoint(run_dir)
     _restore_all_but_table(trainer, run_ckpt)
-    # The run's field (restored in a trainer-shaped shell) seeds the saliency and the folded table.
-    src = NerfTrainer(train_cfg, scene, out_dir, device, dataclasses.replace(ncfg, log2_hashmap_size=log2_run))
-    src.restore(run_ckpt)
-    init_logits = _density_logits(src, cfg.resolution) if cfg.init_from_density else None
+    # The run's field seeds the saliency and the folded table (the trainer's occupancy grid is the run's,
+    # with the run's step size and threshold).
+    init_logits = _density_logits(field0, trainer.space, trainer.grid, cfg.resolution) if cfg.init_from_density else None
     seed_active = active_cells(init_logits > 0) if init_logits is not None else torch.ones((cfg.resolution,) * 3, dtype=torch.bool)
-    fold_table(src.field.encoding, trainer.field.encoding, seed_active.cpu())
-    n_params_run = sum(p.numel() for p in src.field.parameters())
-    hash_params_run = src.field.encoding.params.numel()
-    del src
+    fold_table(field0.encoding, trainer.field.encoding, seed_active.cpu())
+    n_params_run = sum(p.numel() for p in field0.parameters())
+    hash_params_run = field0.encoding.params.numel()
     t1 = time.perf_counter()
     grid, pruner, history = admm_finetune(trainer, cfg, init_logits, progress=progress)
     finetune_seconds = time.perf_counter() - t1
