@@ -13,9 +13,9 @@ and the test views are scored before and after.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from pruning.admm import ADMMConfig, ADMMPruner, SaliencyGrid, hash_usage
 from scenes.errors import ReconError
+from scenes.fileio import atomic_write_bytes
 
 _PRIME_Y = 2654435761
 _PRIME_Z = 805459861
@@ -197,70 +198,56 @@ def _density_logits(field, space, occupancy, R: int, per_cell: int = 4) -> torch
     return torch.where(occupied, 3.0, -2.0).view(R, R, R)
 
 
-def admm_finetune(trainer, cfg: AdmmNerfConfig, init_logits: torch.Tensor | None = None, *,
+def admm_finetune(method, cfg: AdmmNerfConfig, start: int, init_logits: torch.Tensor | None = None, *,
                   progress: bool = True) -> tuple[SaliencyGrid | None, ADMMPruner | None, list]:
-    """Fine-tune ``trainer`` (a restored NerfTrainer) for ``cfg.steps``; with ``cfg.gate`` its field's
-    encoding is wrapped in the saliency gate and the ADMM pruner drives the gate sparse."""
-    from rich.progress import Progress
+    """Fine-tune ``method`` (a NerfMethod restored from the run at step ``start``) for ``cfg.steps``
+    in the one training loop; with ``cfg.gate`` its field's encoding is wrapped in the saliency gate
+    and the ADMM pruner drives the gate sparse after every step."""
+    from reconstruct.loop import LoopState, train_loop
 
-    device = trainer.device
-    grid = pruner = handle = grid_opt = None
+    device = method.device
+    grid = pruner = handle = None
     if cfg.gate:
         grid = SaliencyGrid(cfg.resolution, init_logit=3.0).to(device)
         if init_logits is not None:
             with torch.no_grad():
                 grid.logits.copy_(init_logits.to(device))
-        trainer.field.encoding = GatedEncoding(trainer.field.encoding, grid)
+        method.field.encoding = GatedEncoding(method.field.encoding, grid)
         pruner = ADMMPruner(grid, cfg.admm)
         pruner.Z, pruner.U = pruner.Z.to(device), pruner.U.to(device)
         rho = cfg.admm.rho
 
-        # d/dG of rho/2 ||s - Z + U||^2 added to the gradient the trainer's backward leaves on G.
+        # d/dG of rho/2 ||s - Z + U||^2 added to the gradient the step's backward leaves on G.
         def add_penalty(g: torch.Tensor) -> torch.Tensor:
             s = torch.sigmoid(grid.logits.detach())
             return g + rho * (s - pruner.Z + pruner.U) * s * (1.0 - s)
 
         handle = grid.logits.register_hook(add_penalty)
         grid_opt = torch.optim.Adam([grid.logits], lr=cfg.grid_lr)
-    start = trainer.step
-    trainer.iters = start + cfg.steps
-    trainer.schedule_start = start  # the phase gets its own warm-up and decay
+
+        def after_step(step: int) -> None:
+            grid_opt.step()
+            grid_opt.zero_grad(set_to_none=True)
+            pruner.step(step - start + 1)
+
+        method.after_step.append(after_step)
+    method.lr_schedule = (start, start + cfg.steps)  # the phase gets its own warm-up and decay
+    every = max(1, cfg.steps // 10)
+    state = train_loop(method, LoopState(step=start), until=start + cfg.steps, label="admm" if cfg.gate else "fine-tune",
+                       log_every=every, show_progress=progress)
     history = []
-    with Progress(disable=not progress) as bar:
-        task = bar.add_task("admm" if cfg.gate else "fine-tune", total=cfg.steps)
-        for k in range(cfg.steps):
-            r = trainer.train_step()
-            if grid is not None:
-                grid_opt.step()
-                grid_opt.zero_grad(set_to_none=True)
-                pruner.step(k + 1)
-            if k % max(1, cfg.steps // 10) == 0 or k == cfg.steps - 1:
-                row = {"step": k, "psnr": r["psnr"]}
-                if grid is not None:
-                    s = grid.saliency().detach()
-                    row.update(l1=float(s.sum()), budget=pruner.budget, kept=int(pruner.kept_cells().sum()))
-                history.append(row)
-            bar.update(task, advance=1)
+    for row in state.history:
+        entry = {"step": row["step"] - start, "psnr": row["psnr"]}
+        history.append(entry)
+    if grid is not None:
+        s = grid.saliency().detach()
+        history[-1].update(l1=float(s.sum()), budget=pruner.budget, kept=int(pruner.kept_cells().sum()))
     if handle is not None:
         handle.remove()
     return grid, pruner, history
 
 
-def _restore_all_but_table(trainer, ckpt: dict) -> None:
-    """Load a run's checkpoint into a trainer whose hash table has another size (fresh optimizer)."""
-    from reconstruct.runs import set_rng_state
-
-    state = {k: v.to(trainer.device) for k, v in ckpt["field"].items() if k != "encoding.params"}
-    missing, unexpected = trainer.field.load_state_dict(state, strict=False)
-    assert missing == ["encoding.params"] and not unexpected, (missing, unexpected)
-    trainer.grid.load_state_dict(ckpt["grid"])
-    trainer.step, trainer.seconds = int(ckpt["step"]), float(ckpt["seconds"])
-    trainer.history = list(ckpt["history"])
-    set_rng_state(ckpt["rng"])
-
-
-def compress_nerf_run(run_dir: Path, train_cfg, *, seed: int = 0, progress: bool = True,
-                      cfg: AdmmNerfConfig | None = None, out_dir: Path | None = None) -> dict:
+def compress_nerf_run(run, *, seed: int = 0, progress: bool = True, cfg: AdmmNerfConfig | None = None) -> dict:
     """`recon compress RUN --admm` on a NeRF run (HollowNeRF's recipe, warm-started from the run).
 
     1. The run's field is scored on the test views; its occupied space (density test on a coarse grid)
@@ -269,45 +256,37 @@ def compress_nerf_run(run_dir: Path, train_cfg, *, seed: int = 0, progress: bool
        folded copy of its table (``fold_table``).
     3. Fine-tuning with the saliency gate and the ADMM pruner (or, with ``gate=False``, without them: the
        control); pruned cells then gate to exactly 0, entries only pruned space reads are zeroed.
-    4. Scored again; report.json and saliency.pt (gate and compressed field) go to ``out_dir``
-       (default RUN/compressed/).
+    4. Scored again; report.json and saliency.pt (gate and compressed field) replace RUN/compressed/.
     """
-    from reconstruct.nerf.config import NerfConfig
-    from reconstruct.nerf.trainer import NerfTrainer, evaluate_nerf, load_nerf
-    from reconstruct.runs import atomic_torch_save, atomic_write_text, load_checkpoint, load_run_scene, resolve_device
+    from reconstruct.nerf.method import NerfMethod, evaluate_nerf, field_from_state
+    from reconstruct.run import resolve_device
 
     cfg = cfg or AdmmNerfConfig()
-    run_dir = Path(run_dir)
-    out_dir = Path(out_dir) if out_dir is not None else run_dir / "compressed"
-    device = resolve_device(getattr(train_cfg, "device", "auto"))
-    scene = load_run_scene(run_dir, cfg=train_cfg)
+    train_cfg = run.config
+    device = resolve_device(train_cfg.device)
+    scene = run.scene()
     torch.manual_seed(seed)
     t0 = time.perf_counter()
-    field0, grid0, ckpt = load_nerf(run_dir, device)
+    ckpt = run.checkpoint()
+    field0, grid0 = field_from_state(ckpt["state"], device, implementation=train_cfg.nerf.encoding)
     log2_run = int(field0.config.grid.log2_hashmap_size)
     if not 0 <= cfg.table_shrink <= log2_run - 4:
-        raise ReconError(run_dir, f"--admm-table-shrink {cfg.table_shrink}: the run's table has 2^{log2_run} "
-                                  f"entries per level; use 0..{log2_run - 4}")
-    n_samples = int(ckpt.get("n_samples") or ckpt["nerf_config"].get("n_samples") or 128)
+        raise ReconError(run.root, f"--admm-table-shrink {cfg.table_shrink}: the run's table has 2^{log2_run} "
+                                   f"entries per level; use 0..{log2_run - 4}")
+    n_samples = int(ckpt["state"]["n_samples"])
     before = evaluate_nerf(field0, grid0, scene, n_samples=n_samples)
-    names = {f.name for f in dataclasses.fields(NerfConfig)}
-    ncfg = NerfConfig(**{k: v for k, v in ckpt["nerf_config"].items() if k in names})
-    if ncfg.depth_prior is not None:
-        ncfg.depth_prior = Path(ncfg.depth_prior)
-    ncfg = dataclasses.replace(ncfg, log2_hashmap_size=log2_run - cfg.table_shrink, lr=cfg.lr)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    trainer = NerfTrainer(train_cfg, scene, out_dir, device, ncfg)
-    run_ckpt = load_checkpoint(run_dir)
-    _restore_all_but_table(trainer, run_ckpt)
-    # The run's field seeds the saliency and the folded table (the trainer's occupancy grid is the run's,
+    ncfg = dataclasses.replace(train_cfg.nerf, log2_hashmap_size=log2_run - cfg.table_shrink, lr=cfg.lr)
+    method = NerfMethod(train_cfg, scene, device, ncfg)
+    method.load_state_dict(ckpt["state"], strict=False)
+    # The run's field seeds the saliency and the folded table (the method's occupancy grid is the run's,
     # with the run's step size and threshold).
-    init_logits = _density_logits(field0, trainer.space, trainer.grid, cfg.resolution) if cfg.init_from_density else None
+    init_logits = _density_logits(field0, method.space, method.grid, cfg.resolution) if cfg.init_from_density else None
     seed_active = active_cells(init_logits > 0) if init_logits is not None else torch.ones((cfg.resolution,) * 3, dtype=torch.bool)
-    fold_table(field0.encoding, trainer.field.encoding, seed_active.cpu())
+    fold_table(field0.encoding, method.field.encoding, seed_active.cpu())
     n_params_run = sum(p.numel() for p in field0.parameters())
     hash_params_run = field0.encoding.params.numel()
     t1 = time.perf_counter()
-    grid, pruner, history = admm_finetune(trainer, cfg, init_logits, progress=progress)
+    grid, pruner, history = admm_finetune(method, cfg, int(ckpt["step"]), init_logits, progress=progress)
     finetune_seconds = time.perf_counter() - t1
     if grid is not None:
         kept = pruner.kept_cells()
@@ -315,16 +294,15 @@ def compress_nerf_run(run_dir: Path, train_cfg, *, seed: int = 0, progress: bool
     else:
         kept = torch.ones((cfg.resolution,) * 3, dtype=torch.bool, device=device)
     active = active_cells(kept).cpu()
-    usage = hash_entries_in_use(trainer.field.encoding, active)
+    usage = hash_entries_in_use(method.field.encoding, active)
     run_table_usage = hash_entries_in_use(field0.encoding, active)  # the same cells on the run's table
-    zeroed = zero_unused_entries(trainer.field.encoding, active)
-    trainer.field.eval()
-    after = evaluate_nerf(trainer.field, trainer.grid, scene, n_samples=n_samples)
-    mlp_params = sum(p.numel() for n, p in trainer.field.named_parameters()
-                     if not n.startswith("encoding."))
+    zeroed = zero_unused_entries(method.field.encoding, active)
+    method.field.eval()
+    after = evaluate_nerf(method.field, method.grid, scene, n_samples=n_samples)
+    mlp_params = sum(p.numel() for n, p in method.field.named_parameters() if not n.startswith("encoding."))
     n_params_after = usage["used_params"] + mlp_params + (int(kept.sum()) if grid is not None else 0)
     report = {
-        "run": str(run_dir), "method": "nerf", "admm": bool(cfg.gate),
+        "run": str(run.root), "method": "nerf", "admm": bool(cfg.gate),
         "psnr_before": before["psnr"], "ssim_before": before["ssim"], "psnr_after": after["psnr"],
         "ssim_after": after["ssim"], "n_test": before["n_test"],
         "log2_table_run": log2_run, "log2_table": log2_run - cfg.table_shrink,
@@ -339,36 +317,39 @@ def compress_nerf_run(run_dir: Path, train_cfg, *, seed: int = 0, progress: bool
         "finetune_seconds": finetune_seconds, "seconds": time.perf_counter() - t0,
         "config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
     }
-    atomic_torch_save(out_dir / "saliency.pt", {
-        "logits": None if grid is None else grid.logits.detach().cpu(), "kept": kept.cpu(),
-        "resolution": cfg.resolution, "field_config": dataclasses.asdict(trainer.field_config),
-        "field": {k: v.detach().cpu() for k, v in trainer.field.state_dict().items()},
-        "occupancy": trainer.grid.state_dict()})
-    atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2))
+    saved = {"logits": None if grid is None else grid.logits.detach().cpu(), "kept": kept.cpu(),
+             "resolution": cfg.resolution, **{k: v for k, v in method.state_dict().items() if k != "optimizer"}}
+    with run.new_compressed() as out_dir:
+        buf = io.BytesIO()
+        torch.save(saved, buf)
+        atomic_write_bytes(out_dir / run.SALIENCY, buf.getvalue())
+        run.write_json(out_dir / run.REPORT, report)
     return report
 
 
-def load_compressed_nerf(run_dir: Path, device: torch.device | None = None):
-    """(field, occupancy grid) of RUN/compressed/saliency.pt: the smaller table behind its gate (when
-    it was compressed with one), pruned cells gated to exactly 0 - what `recon compress --admm` scored."""
+def load_compressed_nerf(run, device: torch.device | None = None):
+    """(field, occupancy grid, n_samples) of RUN/compressed/saliency.pt: the smaller table behind its
+    gate (when it was compressed with one), pruned cells gated to exactly 0 - what
+    `recon compress --admm` scored."""
     from reconstruct.nerf.field import FieldConfig, NerfField, SceneSpace
     from reconstruct.nerf.hash_encoding import HashGridConfig
     from reconstruct.nerf.sampler import OccupancyGrid
-    from reconstruct.runs import load_checkpoint
 
     device = device or torch.device("cpu")
-    path = Path(run_dir) / "compressed" / "saliency.pt"
+    path = run.saliency_path
     if not path.is_file():
         raise ReconError(path, "no compressed NeRF here (run `recon compress RUN --admm` first)")
-    saved = torch.load(path, map_location="cpu", weights_only=False)
-    ckpt = load_checkpoint(run_dir)
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - refused or truncated: a bad file either way
+        raise ReconError(path, f"unreadable compressed NeRF ({type(err).__name__})") from None
     fc = saved["field_config"]
-    field = NerfField(FieldConfig(**{**fc, "grid": HashGridConfig(**fc["grid"])}), SceneSpace.from_dict(ckpt["space"]),
-                      implementation=ckpt["nerf_config"].get("encoding", "auto")).to(device)
+    field = NerfField(FieldConfig(**{**fc, "grid": HashGridConfig(**fc["grid"])}), SceneSpace.from_dict(saved["space"]),
+                      implementation=run.config.nerf.encoding).to(device)
     if saved["logits"] is not None:
         field.encoding = GatedEncoding(field.encoding, SaliencyGrid(int(saved["resolution"])).to(device))
     field.load_state_dict({k: v.to(device) for k, v in saved["field"].items()})
-    occ = saved["occupancy"]
+    occ = saved["grid"]
     grid = OccupancyGrid(int(occ["resolution"]), step_size=1.0, device=device)
     grid.load_state_dict(occ)
-    return field.eval(), grid
+    return field.eval(), grid, int(saved["n_samples"])

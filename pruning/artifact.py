@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from scenes.fileio import atomic_write_bytes
 
 from reconstruct.splats import Splats
 from scenes.errors import ReconError
@@ -172,13 +173,6 @@ def _unshuffle(data: bytes, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarr
     return np.frombuffer(raw.tobytes(), dtype).reshape(shape).copy()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def save_artifact(directory: str | Path, compact: CompactSplats, *, level: int = 19) -> int:
     """Write ``compact`` into ``directory`` (created if needed). Returns total bytes of both files.
 
@@ -209,8 +203,8 @@ def save_artifact(directory: str | Path, compact: CompactSplats, *, level: int =
               "attributes": attrs_meta, "arrays": entries,
               "payload_sha256": hashlib.sha256(payload).hexdigest()}
     header_bytes = (json.dumps(header, indent=1) + "\n").encode()
-    _write_atomic(directory / PAYLOAD, payload)
-    _write_atomic(directory / HEADER, header_bytes)
+    atomic_write_bytes(directory / PAYLOAD, payload)
+    atomic_write_bytes(directory / HEADER, header_bytes)
     return len(payload) + len(header_bytes)
 
 

@@ -20,9 +20,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
-from pruning.masks import MaskStrategy
 from pruning.quantize import QuantizeConfig
 from scenes.errors import ReconError
 
@@ -73,11 +70,6 @@ class CompressConfig:
     demo scene (-0.44 dB); 0.2 was better on lego, fern and the demo, at 21-27% of the hash parameters."""
 
 
-def _params_from_splats(splats, device: torch.device) -> torch.nn.ParameterDict:
-    # to_params() may share memory with the numpy arrays: clone so fine-tuning never edits the input.
-    return torch.nn.ParameterDict({k: torch.nn.Parameter(v.clone()) for k, v in splats.to_params(str(device)).items()})
-
-
 def _score(splats, scene, device) -> dict:
     from reconstruct.evaluate import evaluate
 
@@ -85,87 +77,87 @@ def _score(splats, scene, device) -> dict:
     return {"psnr": r["psnr"], "ssim": r["ssim"], "n_test": r["n_test"]}
 
 
-def mask_phase(params, scene, cfg: CompressConfig, *, optim_cfg, sh_degree: int, ssim_lambda: float = 0.2) -> list:
-    """Fine-tune learnable masks on ``params`` (ParameterDict, edited in place; rows removed)."""
-    from pruning.finetune import Phase, make_optimizers, run_phase, scene_scale
-    from pruning.masks import MASK_KEY, add_mask_param, mask_modifier
+def _finetune(splats, scene, cfg: CompressConfig, steps: int, *, optim, loss, device, seed: int,
+              frozen: tuple[str, ...] = ()):
+    from reconstruct.splatting import finetune_method
 
-    strategy = MaskStrategy(lambda_mask=cfg.mask_lambda, lr=cfg.mask_lr, prune_every=cfg.mask_prune_every,
-                            final_step=cfg.mask_steps - 1)
-    optimizers = make_optimizers(params, optim_cfg, scene_scale(scene), lr_scale=cfg.lr_scale)
-    add_mask_param(params, optimizers, lr=strategy.lr, init_logit=strategy.init_logit)
-    strategy.check_sanity(params, optimizers)
-    phase = Phase("masks", cfg.mask_steps, modifiers=[mask_modifier(strategy)], losses=[strategy.loss],
-                  strategies=[(strategy, strategy.initialize_state())])
-    history = run_phase(params, optimizers, scene, phase, sh_degree=sh_degree, ssim_lambda=ssim_lambda,
-                        seed=cfg.seed, progress=cfg.progress)
-    del params[MASK_KEY]
-    return history
+    return finetune_method(splats, scene, optim=optim, loss=loss, steps=steps, seed=seed, device=device,
+                           lr_scale=cfg.lr_scale, frozen=frozen)
 
 
-def plain_phase(params, scene, cfg: CompressConfig, steps: int, *, optim_cfg, sh_degree: int,
-                ssim_lambda: float = 0.2) -> list:
-    """The same fine-tuning without masks or codebooks: the control a compression phase is compared with."""
-    from pruning.finetune import Phase, make_optimizers, run_phase, scene_scale
+def _run(method, steps: int, label: str, cfg: CompressConfig) -> list:
+    from reconstruct.loop import LoopState, train_loop
 
-    optimizers = make_optimizers(params, optim_cfg, scene_scale(scene), lr_scale=cfg.lr_scale)
-    return run_phase(params, optimizers, scene, Phase("finetune", steps), sh_degree=sh_degree,
-                     ssim_lambda=ssim_lambda, seed=cfg.seed, progress=cfg.progress)
+    state = train_loop(method, LoopState(), until=steps, label=label, log_every=max(1, steps // 10),
+                       show_progress=cfg.progress)
+    return state.history
 
 
-def quantize_phase(params, scene, cfg: CompressConfig, *, optim_cfg, sh_degree: int, ssim_lambda: float = 0.2):
-    """Codebooks in the loop on ``params`` (edited in place); returns (CompactSplats, history, codebook sizes)."""
-    from pruning.finetune import Phase, make_optimizers, run_phase, scene_scale
+def mask_phase(splats, scene, cfg: CompressConfig, *, optim, loss, device) -> tuple:
+    """Fine-tune learnable masks on ``splats`` and remove the masked ones: (splats, history)."""
+    from pruning.masks import MaskStrategy, attach_masks
+
+    method = _finetune(splats, scene, cfg, cfg.mask_steps, optim=optim, loss=loss, device=device, seed=cfg.seed)
+    attach_masks(method, MaskStrategy(lambda_mask=cfg.mask_lambda, lr=cfg.mask_lr, prune_every=cfg.mask_prune_every,
+                                      final_step=cfg.mask_steps - 1))
+    history = _run(method, cfg.mask_steps, "masks", cfg)
+    return method.model.splats(), history
+
+
+def plain_phase(splats, scene, cfg: CompressConfig, steps: int, *, optim, loss, device) -> tuple:
+    """The same fine-tuning without masks or codebooks (the control): (splats, history)."""
+    method = _finetune(splats, scene, cfg, steps, optim=optim, loss=loss, device=device, seed=cfg.seed)
+    history = _run(method, steps, "finetune", cfg)
+    return method.model.splats(), history
+
+
+def quantize_phase(splats, scene, cfg: CompressConfig, *, optim, loss, device) -> tuple:
+    """Codebooks in the loop on ``splats``: (CompactSplats, history, codebook sizes)."""
     from pruning.quantize import SplatQuantizer
 
-    quantizer = SplatQuantizer(params, cfg.quant)
-    optimizers = make_optimizers(params, optim_cfg, scene_scale(scene), frozen=tuple(quantizer.books),
-                                 lr_scale=cfg.lr_scale)
-    phase = Phase("codebooks", cfg.quantize_steps, modifiers=[quantizer.modifier], after_step=[quantizer.after_step])
-    history = run_phase(params, optimizers, scene, phase, sh_degree=sh_degree, ssim_lambda=ssim_lambda,
-                        seed=cfg.seed + 1, progress=cfg.progress)
-    for p in params.values():
-        p.requires_grad_(True)
+    method = _finetune(splats, scene, cfg, cfg.quantize_steps, optim=optim, loss=loss, device=device, seed=cfg.seed + 1)
+    quantizer = SplatQuantizer(method.model.params, cfg.quant)
+    method.model.freeze(tuple(quantizer.books))  # the colors come from the codebooks now
+    method.modifiers.append(quantizer.modifier)
+    method.after_step.append(quantizer.after_step)
+    history = _run(method, cfg.quantize_steps, "codebooks", cfg)
     sizes = {"scale": [quantizer.scale_rvq.stages, quantizer.scale_rvq.entries],
              "rotation": [quantizer.rot_rvq.stages, quantizer.rot_rvq.entries],
              **{name: int(b.entries.shape[0]) for name, b in quantizer.books.items()}}
-    return quantizer.encode(params), history, sizes
+    return quantizer.encode(method.model.params), history, sizes
 
 
-def compress_splats(splats, scene, out_dir: Path, cfg: CompressConfig, *, optim_cfg=None,
-                    ssim_lambda: float = 0.2, before: dict | None = None) -> dict:
+def compress_splats(splats, scene, out_dir: Path, cfg: CompressConfig, *, optim=None, loss=None,
+                    before: dict | None = None) -> dict:
     """Run the phases on ``splats`` trained on ``scene``; write the artifact into ``out_dir``.
 
     ``before``: scores of ``splats`` already computed (psnr, ssim, n_test), to skip re-rendering.
     Returns the report dict.
     """
     from pruning.artifact import CompactSplats, artifact_bytes, load_artifact, save_artifact
-    from reconstruct.config import OptimConfig
-    from reconstruct.runs import resolve_device
-    from reconstruct.splats import Splats
+    from reconstruct.config import LossConfig, OptimConfig
+    from reconstruct.run import resolve_device
 
     device = resolve_device(cfg.device)
-    optim_cfg = optim_cfg or OptimConfig()
+    kw = dict(optim=optim or OptimConfig(), loss=loss or LossConfig(), device=device)
     out_dir = Path(out_dir)
     t_start = time.perf_counter()
     report: dict = {"n_before": len(splats), "sh_degree": splats.sh_degree, "masks": cfg.masks,
                     "quantize": cfg.quantize, "device": str(device)}
     before = before or _score(splats, scene, device)
     report.update(psnr_before=before["psnr"], ssim_before=before["ssim"], n_test=before["n_test"])
-    params = _params_from_splats(splats, device)
     history, timings = {}, {}
-    kw = dict(optim_cfg=optim_cfg, sh_degree=splats.sh_degree, ssim_lambda=ssim_lambda)
     if cfg.masks:
         t0 = time.perf_counter()
-        history["masks"] = mask_phase(params, scene, cfg, **kw)
+        splats, history["masks"] = mask_phase(splats, scene, cfg, **kw)
         timings["masks_seconds"] = time.perf_counter() - t0
-    report["n_after"] = int(params["means"].shape[0])
+    report["n_after"] = len(splats)
     if cfg.quantize:
         t0 = time.perf_counter()
-        compact, history["codebooks"], report["codebooks"] = quantize_phase(params, scene, cfg, **kw)
+        compact, history["codebooks"], report["codebooks"] = quantize_phase(splats, scene, cfg, **kw)
         timings["quantize_seconds"] = time.perf_counter() - t0
     else:
-        compact = CompactSplats.from_splats(Splats.from_params(params))
+        compact = CompactSplats.from_splats(splats)
     save_artifact(out_dir, compact)
     report["artifact_bytes"] = artifact_bytes(out_dir)
     decoded = load_artifact(out_dir)
@@ -173,54 +165,39 @@ def compress_splats(splats, scene, out_dir: Path, cfg: CompressConfig, *, optim_
     report.update(psnr_after=after["psnr"], ssim_after=after["ssim"])
     report["compressed_ply_bytes"] = None
     if cfg.export_compressed_ply:
-        report["compressed_ply_bytes"] = _export_compressed_ply(decoded, out_dir / "splats.compressed.ply")
+        from pruning.formats import write_splats
+
+        path = write_splats(out_dir / "splats.compressed.ply", decoded, format="compressed-ply")
+        report["compressed_ply_bytes"] = path.stat().st_size
     timings["total_seconds"] = time.perf_counter() - t_start
     report.update(timings=timings, history=history, config=json.loads(json.dumps(dataclasses.asdict(cfg), default=str)))
     return report
 
 
-def _export_compressed_ply(splats, path: Path) -> int | None:
-    try:
-        from pruning.formats import write_splats
-    except ImportError:
-        return None
-    try:
-        write_splats(path, splats, format="compressed-ply")
-    except (ImportError, NotImplementedError):
-        return None
-    return path.stat().st_size
-
-
-def compress_run(run_dir: Path, cfg: CompressConfig, *, admm: bool = False, auto: bool = False) -> dict:
-    """Compress a run folder in place: RUN/compressed/ (artifact, report.json, compressed .ply).
+def compress_run(run, cfg: CompressConfig, *, admm: bool = False, auto: bool = False) -> dict:
+    """Compress a ``reconstruct.run.Run``: a whole new RUN/compressed/ (artifact, report.json,
+    compressed .ply) is written beside the old one and swapped in when complete.
 
     ``auto``: no technique was named; use what fits the run (ADMM for NeRF, cfg's phases for splats)."""
-    from reconstruct.runs import atomic_write_text, load_config, load_run_scene, load_run_splats
-
-    run_dir = Path(run_dir)
-    train_cfg = load_config(run_dir)
+    train_cfg = run.config
     if train_cfg.method == "nerf":
         if not (admm or auto):
-            raise ReconError(run_dir, "a NeRF run compresses with --admm (masks and codebooks are for splat runs)")
-        from pruning.admm_nerf import compress_nerf_run
-
+            raise ReconError(run.root, "a NeRF run compresses with --admm (masks and codebooks are for splat runs)")
         from pruning.admm import ADMMConfig
-        from pruning.admm_nerf import AdmmNerfConfig
+        from pruning.admm_nerf import AdmmNerfConfig, compress_nerf_run
 
         acfg = AdmmNerfConfig(steps=cfg.admm_steps, table_shrink=cfg.admm_table_shrink)
         acfg.admm = ADMMConfig(**{**dataclasses.asdict(acfg.admm), "budget_fraction": cfg.admm_budget})
-        return compress_nerf_run(run_dir, train_cfg, seed=cfg.seed, progress=cfg.progress, cfg=acfg)
+        return compress_nerf_run(run, seed=cfg.seed, progress=cfg.progress, cfg=acfg)
     if admm:
-        raise ReconError(run_dir, "--admm prunes hash-grid NeRF runs; this is a splat run (use --masks/--quantize)")
-    scene = load_run_scene(run_dir, cfg=train_cfg)
-    splats = load_run_splats(run_dir)
-    ply = run_dir / "splats.ply"
-    report = compress_splats(splats, scene, run_dir / "compressed", cfg, optim_cfg=train_cfg.optim,
-                             ssim_lambda=train_cfg.loss.ssim_lambda)
-    report["ply_bytes"] = ply.stat().st_size
-    report["ratio"] = report["ply_bytes"] / max(report["artifact_bytes"], 1)
-    report["run"] = str(run_dir)
-    atomic_write_text(run_dir / "compressed" / "report.json", json.dumps(report, indent=2))
+        raise ReconError(run.root, "--admm prunes hash-grid NeRF runs; this is a splat run (use --masks/--quantize)")
+    scene, splats = run.scene(), run.splats()
+    with run.new_compressed() as out_dir:
+        report = compress_splats(splats, scene, out_dir, cfg, optim=train_cfg.optim, loss=train_cfg.loss)
+        report["ply_bytes"] = run.splats_path.stat().st_size
+        report["ratio"] = report["ply_bytes"] / max(report["artifact_bytes"], 1)
+        report["run"] = str(run.root)
+        run.write_json(out_dir / run.REPORT, report)
     return report
 
 

@@ -21,8 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from reconstruct.run import Run
 from reconstruct.splats import Splats
 from scenes.errors import ReconError
+from scenes.fileio import atomic_write_bytes
+from scenes.progress import progress as progress_bar
 
 from .formats import EXTENSIONS, FORMATS, encode_splats, read_splats
 
@@ -63,8 +66,8 @@ def _is_artifact(folder: Path) -> bool:
     return (folder / artifact.HEADER).is_file()
 
 
-def resolve_source(target: Path, source: str = "auto") -> tuple[Splats, str, Path | None]:
-    """(splats, kind, run folder or None) for a run folder, artifact folder or splat file."""
+def resolve_source(target: Path, source: str = "auto") -> tuple[Splats, str, Run | None]:
+    """(splats, kind, run or None) for a run folder, artifact folder or splat file."""
     target = Path(target)
     if not target.exists():
         raise ReconError(target, "no such file or folder")
@@ -72,24 +75,21 @@ def resolve_source(target: Path, source: str = "auto") -> tuple[Splats, str, Pat
         if source not in ("auto", "file"):
             raise ReconError(target, f"--source {source} needs a run folder, got a file")
         return read_splats(target), "file", None
-    if _is_artifact(target) and not (target / "config.json").is_file():
+    if _is_artifact(target) and not Run.is_run(target):
         from pruning.artifact import load_artifact
 
-        run = target.parent if (target.parent / "config.json").is_file() else None
-        return load_artifact(target), "compressed", run
-    if not (target / "config.json").is_file() and not (target / "splats.ply").is_file():
-        raise ReconError(target, "not a run folder (no config.json or splats.ply) nor a compressed artifact")
-    compressed = target / "compressed"
-    if source == "compressed" or (source == "auto" and compressed.is_dir() and _is_artifact(compressed)):
+        parent = Run(target.parent) if Run.is_run(target.parent) else None
+        return load_artifact(target), "compressed", parent
+    run = Run(target)
+    if not Run.is_run(target) and not run.has_splats():
+        raise ReconError(target, "not a run folder (no config nor splats) nor a compressed artifact")
+    if source == "compressed" or (source == "auto" and _is_artifact(run.compressed_dir)):
         from pruning.artifact import load_artifact
 
-        return load_artifact(compressed), "compressed", target
+        return load_artifact(run.compressed_dir), "compressed", run
     if source not in ("auto", "trained"):
         raise ReconError(target, f"unknown --source {source} (auto, trained or compressed)")
-    path = target / "splats.ply"
-    if not path.is_file():
-        raise ReconError(target, "run has no splats.ply (not a finished splat run)")
-    return read_splats(path), "trained", target
+    return run.splats(), "trained", run
 
 
 def default_out(target: Path, kind: str, fmt: str) -> Path:
@@ -103,28 +103,28 @@ def default_out(target: Path, kind: str, fmt: str) -> Path:
                 break
         return target.with_name(name + ext)
     base = target.parent if kind == "compressed" and _is_artifact(target) else target
-    return base / "export" / f"splats{ext}"
+    return Run(base).export_dir / f"splats{ext}"
 
 
 def _ply_size(splats: Splats) -> int:
     """Bytes of the same splats as a standard float32 .ply (header + 17 + 3(K-1) floats a splat)."""
-    from .formats._plyio import header_text
-    from .formats.ply import vertex_array
+    from reconstruct.plyio import header_text
+    from reconstruct.ply import vertex_array
 
     head = header_text([("vertex", vertex_array(splats.subset(np.arange(0))))])
     return len(head) + len(str(len(splats))) - 1 + len(splats) * 4 * (17 + 3 * splats.shN.shape[1])
 
 
-def measure_psnr(run_dir: Path, exported: Splats, *, max_views: int | None, progress: bool) -> dict:
+def measure_psnr(run: Run, exported: Splats, *, max_views: int | None, progress: bool) -> dict:
     """Render the exported splats and the trained splats on the run's test views and compare."""
     import torch
 
     from reconstruct.evaluate import render_splats
     from reconstruct.metrics import psnr
-    from reconstruct.runs import load_run_scene, load_run_splats, resolve_device
+    from reconstruct.run import resolve_device
 
-    scene = load_run_scene(run_dir)
-    trained = load_run_splats(run_dir)
+    scene = run.scene()
+    trained = run.splats()
     ids = list(scene.test_ids)
     if max_views is not None:
         ids = ids[:max_views]
@@ -139,16 +139,10 @@ def measure_psnr(run_dir: Path, exported: Splats, *, max_views: int | None, prog
         gt = torch.as_tensor(scene.image(frame))
         return {"frame": frame, "vs_trained": psnr(a, b), "export_gt": psnr(a, gt), "trained_gt": psnr(b, gt)}
 
-    if progress:
-        from rich.progress import Progress
-
-        with Progress(transient=True) as bar:
-            task = bar.add_task("rendering test views", total=len(ids))
-            for frame in ids:
-                rows.append(one(frame))
-                bar.advance(task)
-    else:
-        rows = [one(frame) for frame in ids]
+    with progress_bar("render", len(ids), enabled=progress, transient=True) as bar:
+        for frame in ids:
+            rows.append(one(frame))
+            bar.advance()
 
     def mean(key: str) -> float:
         vals = np.array([r[key] for r in rows], np.float64)
@@ -165,7 +159,7 @@ def export_splats(target: Path, *, format: str = "compressed-ply", out: Path | N
     if format not in FORMATS:
         raise ReconError(None, f"unknown export format {format!r} (one of {', '.join(FORMATS)})")
     target = Path(target)
-    splats, kind, run_dir = resolve_source(target, source)
+    splats, kind, run = resolve_source(target, source)
     if len(splats) == 0:
         raise ReconError(target, "has zero splats; nothing to export")
     out = Path(out) if out is not None else default_out(target, kind, format)
@@ -173,12 +167,9 @@ def export_splats(target: Path, *, format: str = "compressed-ply", out: Path | N
         raise ReconError(out, "output would overwrite the input; pass --out")
     if out.is_dir():
         raise ReconError(out, "--out is a folder; give a file name")
-    out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     data = encode_splats(splats, format=format, sh_degree=sh_degree)
-    from .formats._plyio import write_atomic
-
-    write_atomic(out, data)
+    atomic_write_bytes(out, data)
     seconds = time.perf_counter() - t0
     back = read_splats(out)
     report = ExportReport(
@@ -188,15 +179,12 @@ def export_splats(target: Path, *, format: str = "compressed-ply", out: Path | N
     )
     if not evaluate:
         report.psnr_note = "not measured (--no-evaluate)"
-    elif run_dir is None:
+    elif run is None:
         report.psnr_note = "input is a plain splat file: no run, so no test views to render"
-    elif not (run_dir / "splats.ply").is_file():
-        report.psnr_note = "run has no splats.ply to compare against"
+    elif not run.has_splats():
+        report.psnr_note = "run has no trained splats to compare against"
     else:
-        try:
-            result = measure_psnr(run_dir, back, max_views=max_views, progress=progress)
-        except ImportError as err:  # the lead's run/render helpers missing in this checkout
-            result = {"psnr_note": f"rendering unavailable ({err})"}
+        result = measure_psnr(run, back, max_views=max_views, progress=progress)
         for key, value in result.items():
             setattr(report, key, value)
     return report

@@ -7,19 +7,10 @@ sigmoid(m_i)). The loss term ``lambda_mask * mean(sigmoid(m))`` pushes masks dow
 hard mask is 0 are removed for real (parameters, optimizer state, strategy state) every
 ``prune_every`` steps, the same way gsplat's densification strategies remove Gaussians.
 
-How a trainer uses it (during training or as a fine-tuning phase on a finished run)::
+How a method uses it (training with ``recon train --masks``, or a compression fine-tuning phase)::
 
-    strategy = MaskStrategy(lambda_mask=5e-4)
-    add_mask_param(params, optimizers, lr=strategy.lr)     # once, after the params exist
-    state = strategy.initialize_state()
-    ...
-    opacities, scales = apply_masks(params, threshold=strategy.threshold)   # instead of sigmoid/exp
-    render(..., opacities=opacities, scales=scales)
-    loss = photometric + strategy.loss(params)
-    strategy.step_pre_backward(params, optimizers, state, step, info)
-    loss.backward()
-    strategy.step_post_backward(params, optimizers, state, step, info)    # may remove Gaussians
-    for opt in optimizers.values(): opt.step(); opt.zero_grad()
+    strategy = attach_masks(method, MaskStrategy(lambda_mask=0.02, lr=0.1))   # parameter, modifier,
+    train_loop(method, LoopState(), until=600)                                # loss and strategy
 
 It composes with gsplat's DefaultStrategy: that strategy duplicates/splits every entry of the
 parameter dict, so the "masks" row follows its Gaussian.
@@ -27,11 +18,14 @@ parameter dict, so the "masks" row follows its Gaussian.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable
+import logging
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
+
+log = logging.getLogger(__name__)
 
 MASK_KEY = "masks"
 """Name of the mask-logit parameter in the trainer's parameter dict."""
@@ -124,7 +118,8 @@ def remove_rows(
 
 @dataclass
 class MaskStrategy:
-    """Learnable-mask pruning with gsplat's strategy interface."""
+    """Learnable-mask pruning as a strategy of ``reconstruct.splatting.GaussianModel``: the model
+    removes the masked rows from the parameters, their Adam state and every strategy's state."""
 
     lambda_mask: float = 5e-4
     """Weight of the mask loss lambda * mean(sigmoid(m)) (Compact 3DGS uses 5e-4)."""
@@ -140,20 +135,14 @@ class MaskStrategy:
     """No removal after this step (the hard mask still applies in the render)."""
     keep_min: int = 1
     """Never remove below this many Gaussians (guards a degenerate, all-masked scene)."""
-    verbose: bool = False
-    """Print one line per removal."""
-
     final_step: int | None = None
-    """Also remove masked Gaussians at this step (the trainer's last), so the saved splats carry no
+    """Also remove masked Gaussians at this step (the run's last), so the saved splats carry no
     Gaussian whose hard mask is off."""
     init_logit: float = 2.0
     """Initial mask logit (sigmoid(2) = 0.88: every Gaussian starts on)."""
-    linked_states: Callable[[], list[dict]] | None = field(default=None, repr=False)
-    """Returns the running states of the other strategies on the same Gaussians (e.g. gsplat's
-    DefaultStrategy grad2d/count/radii): their per-Gaussian tensors are cut with the same rows."""
 
-    def initialize_state(self, **_: Any) -> dict[str, Any]:
-        """Running state: counts only (gsplat's remove() also slices any per-Gaussian tensors here)."""
+    def initialize_state(self, scene_scale: float = 1.0) -> dict[str, Any]:
+        """Running state: the number removed so far."""
         return {"n_removed": 0}
 
     def check_sanity(self, params: Any, optimizers: dict[str, torch.optim.Optimizer]) -> None:
@@ -174,79 +163,66 @@ class MaskStrategy:
         """[N] bool, True where the hard mask is off."""
         return torch.sigmoid(params[MASK_KEY].detach()) <= self.threshold
 
-    def step_pre_backward(self, params: Any, optimizers: Any, state: dict, step: int, info: dict) -> None:
+    def step_pre_backward(self, model: Any, state: dict, step: int, info: dict) -> None:
         """Nothing to record before backward (no screen-space gradients needed)."""
 
-    def step_post_backward(
-        self, params: Any, optimizers: dict, state: dict, step: int, info: dict, packed: bool = False
-    ) -> None:
+    def step_post_backward(self, model: Any, state: dict, step: int, info: dict) -> None:
         """Every ``prune_every`` steps in [prune_start, prune_stop], remove the masked Gaussians."""
         final = self.final_step is not None and step == self.final_step
         if not final and (step < self.prune_start or step > self.prune_stop or step % self.prune_every != 0):
             return
-        self.prune(params, optimizers, state)
+        state["n_removed"] = int(state.get("n_removed", 0)) + self.prune(model)
 
     @torch.no_grad()
-    def prune(self, params: Any, optimizers: dict, state: dict) -> int:
-        """Remove all currently masked Gaussians now; returns how many were removed."""
+    def prune(self, model: Any) -> int:
+        """Remove all currently masked Gaussians of ``model`` now; returns how many were removed."""
+        params = model.params
         remove = self.masked(params)
-        n = remove.shape[0]
-        if n - int(remove.sum()) < self.keep_min:
+        if remove.shape[0] - int(remove.sum()) < self.keep_min:
             # Keep the keep_min Gaussians with the highest mask probability.
             order = torch.argsort(params[MASK_KEY].detach(), descending=True)
             remove = torch.ones_like(remove)
             remove[order[: self.keep_min]] = False
-        n_removed = remove_rows(params, optimizers, state, remove)
-        if n_removed and self.linked_states is not None:
-            keep = ~remove
-            for other in self.linked_states():
-                if other is state:
-                    continue
-                for k, v in list(other.items()):
-                    if isinstance(v, Tensor) and v.ndim >= 1 and v.shape[0] == n:
-                        other[k] = v[keep.to(v.device)]
-        state["n_removed"] = state.get("n_removed", 0) + n_removed
-        if self.verbose and n_removed:
-            print(f"masks: removed {n_removed} of {n} Gaussians")
+        n_removed = model.remove(remove)
+        if n_removed:
+            log.debug("masks: removed %d Gaussians", n_removed)
         return n_removed
 
 
-def mask_modifier(strategy: MaskStrategy):
-    """A trainer modifier (Activated, params, step) -> Activated applying the hard mask to the
-    activated opacities and scales (reconstruct.gaussians.Modifier)."""
+@dataclass
+class MaskModifier:
+    """Modifier applying the hard mask to the activated opacities and scales."""
 
-    def modify(gs, params, step):
+    strategy: MaskStrategy
+
+    def __call__(self, gs, ctx):
+        params = ctx.params
         if MASK_KEY not in params:
             return gs
-        m = hard_mask(params[MASK_KEY].reshape(-1), strategy.threshold)
+        m = hard_mask(params[MASK_KEY].reshape(-1), self.strategy.threshold)
         return gs.replace(opacities=gs.opacities * m, scales=gs.scales * m[:, None])
-
-    return modify
 
 
 @dataclass
 class MaskLoss:
-    """The mask regularizer in the trainer's Regularizer shape."""
+    """The mask regularizer (lambda * mean(sigmoid(m)))."""
 
     strategy: MaskStrategy
     name: str = "mask"
     needs_depth: bool = False
 
-    def loss(self, trainer: Any, view: Any, render: Tensor, step: int) -> Tensor:
-        return self.strategy.loss(trainer.params)
+    def loss(self, ctx: Any, render: Tensor) -> Tensor:
+        return self.strategy.loss(ctx.params)
 
 
-def attach_masks(trainer: Any, strategy: MaskStrategy | None = None) -> MaskStrategy:
-    """Wire learnable masks into a reconstruct.train.Trainer after ``initialize()``: the "masks"
-    parameter and its Adam, the render modifier, the loss term and the removal strategy (run after
-    the densification strategy, so newly split Gaussians inherit their parent's mask logit)."""
-    strategy = strategy or MaskStrategy(final_step=trainer.cfg.optim.iters - 1)
-    # The trainer's list is replaced on restore, so look it up each time.
-    strategy.linked_states = lambda: trainer.strategy_states
-    n = trainer.params["means"].shape[0]
-    trainer.add_parameter(MASK_KEY, torch.full((n,), float(strategy.init_logit)), strategy.lr)
-    trainer.strategies.append(strategy)
-    trainer.strategy_states.append(strategy.initialize_state())
-    trainer.modifiers.append(mask_modifier(strategy))
-    trainer.regularizers.append(MaskLoss(strategy))
+def attach_masks(method: Any, strategy: MaskStrategy | None = None, *, final_step: int | None = None) -> MaskStrategy:
+    """Wire learnable masks into a ``reconstruct.splatting.SplatMethod``: the "masks" parameter and
+    its Adam, the render modifier, the loss term and the removal strategy (after the densification
+    strategy, so newly split Gaussians inherit their parent's mask logit)."""
+    strategy = strategy or MaskStrategy(final_step=final_step)
+    model = method.model
+    model.add_parameter(MASK_KEY, torch.full((len(model),), float(strategy.init_logit)), strategy.lr)
+    model.add_strategy(strategy)
+    method.modifiers.append(MaskModifier(strategy))
+    method.regularizers.append(MaskLoss(strategy))
     return strategy

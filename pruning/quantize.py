@@ -109,18 +109,20 @@ class SplatQuantizer:
         shN = self.books["shN"].decode().reshape(n, -1, 3) if "shN" in self.books else params["shN"]
         return torch.cat([sh0, shN], 1)
 
-    def modifier(self, gs, params, step: int):
-        """Render modifier (reconstruct.gaussians.Modifier): quantized scales, rotations and colors.
+    def modifier(self, gs, ctx):
+        """Render modifier (reconstruct.splatting.Modifier): quantized scales, rotations and colors.
 
         It replaces the scales, so a mask modifier has to come after it."""
+        params = ctx.params
         assert params["means"].shape[0] == self.n, "the Gaussian count changed under the quantizer"
         log_s, _ = self.scale_rvq.quantize_ste(params["scales"])
         quats, _ = self.rot_rvq.quantize_ste(canonical_quats(params["quats"]))
         return gs.replace(scales=torch.exp(log_s), quats=quats, colors=self.colors(params))
 
     @torch.no_grad()
-    def after_step(self, params) -> None:
+    def after_step(self, ctx) -> None:
         """Codebook updates once the per-Gaussian parameters have stepped: RVQ EMA, color Adam."""
+        params = ctx.params
         d = self.config.ema_decay
         x = params["scales"].detach()
         self.scale_rvq.ema_update(x, self.scale_rvq.encode(x), decay=d)

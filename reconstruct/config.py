@@ -1,8 +1,13 @@
-"""Training configuration: one typed dataclass per concern, turned into the CLI by tyro.
+"""Training configuration: typed dataclasses with a docstring per field, one per method.
 
-The whole ``TrainConfig`` is saved with every run as JSON (``RUN/config.json``) and read back by
-``recon train --config RUN/config.json``. Presets (``reconstruct.presets``) are derived from these
-defaults; the common options carry short flags (``--iters``, ``--downscale``...).
+``SplatTrainConfig`` and ``NerfTrainConfig`` share ``TrainCommon`` (scene, split, device, seed,
+steps, output) and add only what their method reads, so ``recon train nerf --masks`` is an unknown
+option, not a silently ignored one. The CLI (``recon``) turns them into the ``recon train splat`` /
+``recon train nerf`` subcommands with tyro.
+
+Some defaults depend on the preset or the device; they are ``None`` in the dataclasses and
+``resolve`` replaces them before a run starts, so ``RUN/config.json`` holds the values that ran
+(``recon train --config RUN/config.json`` reproduces a run on any machine).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import tyro
 
@@ -21,7 +26,10 @@ from reconstruct.nerf.config import NerfConfig
 from reconstruct.priors.config import PriorsConfig
 
 Short = tyro.conf.arg(prefix_name=False)
-"""Marks a nested field whose flag has no prefix (``--iters`` rather than ``--optim.iters``)."""
+"""Marks a nested field whose flag has no prefix (``--downscale`` rather than ``--data.downscale``)."""
+
+SPARSE_PRIORS = ("dropout", "binocular", "pseudo_views", "sfm_depth")
+"""Priors the sparse preset turns on (measured in reconstruct/priors/presets.py's notes)."""
 
 
 @dataclass
@@ -37,12 +45,37 @@ class DataConfig:
 
 
 @dataclass
+class DenseInitConfig:
+    """Dense initialization: plane-sweep stereo with normalized cross-correlation over pairs of
+    training views (known poses), cross-checked, back-projected and added to the SfM points."""
+
+    depths: int = 64
+    """Depth hypotheses between near and far (uniform in inverse depth)."""
+    window: int = 7
+    """NCC window size in pixels."""
+    min_ncc: float = 0.6
+    """Keep a pixel whose best NCC is at least this."""
+    max_reproj_rel: float = 0.03
+    """Cross-check: keep a match when the neighbour's depth agrees within this relative difference."""
+    stride: int = 2
+    """Keep every stride-th pixel in each direction (limits the point count)."""
+    max_points: int = 60_000
+    """Subsample the dense points to at most this many."""
+    max_width: int = 256
+    """Run the stereo on images at most this wide (resized copies)."""
+
+
+@dataclass
 class InitConfig:
     """Where the Gaussians start."""
 
-    kind: Literal["sfm", "random"] = "sfm"
+    kind: Literal["auto", "sfm", "random", "dense", "ply"] = "auto"
     """sfm: triangulate SIFT matches between the training views with their known poses (pycolmap);
-    random: uniform points in the training frustums' bounds (also the fallback when sfm finds too few)."""
+    dense: sfm points plus plane-sweep matches; random: uniform points in the training frustums (also
+    the fallback when sfm finds too few); ply: the Gaussians of --init.ply; auto: dense in the sparse
+    preset, sfm otherwise."""
+    ply: Path | None = None
+    """Splat file to start from (--init.kind ply)."""
     n_random: int = 10_000
     """Number of random points."""
     min_sfm_points: int = 50
@@ -51,14 +84,14 @@ class InitConfig:
     """Opacity of every initial Gaussian."""
     scale_neighbors: int = 3
     """Initial scale = mean distance to this many nearest neighbours."""
+    dense: DenseInitConfig = field(default_factory=DenseInitConfig)
+    """Plane-sweep settings of --init.kind dense."""
 
 
 @dataclass
 class OptimConfig:
-    """Adam learning rates and schedule (3DGS defaults)."""
+    """Adam learning rates and the SH schedule (3DGS defaults)."""
 
-    iters: Annotated[int, Short] = 7_000
-    """Training steps (one training view per step)."""
     lr_means: float = 1.6e-4
     """Initial position learning rate (times the scene extent)."""
     lr_means_final: float = 1.6e-6
@@ -123,22 +156,45 @@ class OutputConfig:
     """Render and score the test views when training ends."""
 
 
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run."""
+CONTROL_FIELDS = ("config", "resume", "overwrite")
+"""Fields that steer one invocation and are not part of a run's config.json."""
 
-    scene: tyro.conf.Positional[Path]
-    """Scene folder (Blender, LLFF, COLMAP or nerfstudio layout)."""
+
+@dataclass
+class TrainCommon:
+    """What every method's run has."""
+
+    scene: tyro.conf.Positional[Path | None] = None
+    """Scene folder (Blender, LLFF, COLMAP or nerfstudio layout); not needed with --resume."""
     views: int | None = None
     """Training views (sparse-view split of the papers); None = every non-test frame."""
-    method: Literal["splat", "nerf"] = "splat"
-    """Gaussian splats or hash-grid NeRF."""
-    preset: str = "vanilla"
-    """Named recipe the defaults came from (recorded for the record; see reconstruct.presets)."""
+    iters: int = 7_000
+    """Training steps."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    """auto = CUDA when available."""
+    """auto = the accelerator when there is one (written into config.json as resolved)."""
     seed: int = 0
     """Seed for every random choice (init, dropout, view order)."""
+    config: Path | None = None
+    """Start from a run's config (RUN or RUN/config.json); options given here override it."""
+    resume: Path | None = None
+    """Continue the run in this folder from its checkpoint (options that contradict it are refused)."""
+    overwrite: bool = False
+    """Replace an existing output folder."""
+    data: DataConfig = field(default_factory=DataConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    @property
+    def method(self) -> str:
+        raise NotImplementedError
+
+
+@dataclass
+class SplatTrainConfig(TrainCommon):
+    """Gaussian splats (3DGS; gsplat on CUDA, the project's numba kernel on CPU)."""
+
+    preset: Literal["auto", "vanilla", "sparse"] = "auto"
+    """Recipe for the defaults marked "as the preset says": sparse (few-view priors, dense init) when
+    --views <= 9, vanilla (plain 3DGS) otherwise; flags given here still win."""
     masks: bool = False
     """Train learnable masks from the start (Compact 3DGS) and remove masked Gaussians."""
     viewer: bool = False
@@ -147,52 +203,234 @@ class TrainConfig:
     """Address the live viewer binds (0.0.0.0 to reach it from other machines)."""
     viewer_port: int = 8080
     """Port of the live viewer (the next free one when taken)."""
-    data: DataConfig = field(default_factory=DataConfig)
     init: InitConfig = field(default_factory=InitConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     densify: DensifyConfig = field(default_factory=DensifyConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    output: OutputConfig = field(default_factory=OutputConfig)
     priors: PriorsConfig = field(default_factory=PriorsConfig)
-    """Sparse-view priors (reconstruct.priors); all off in --preset vanilla."""
+    """Sparse-view priors (reconstruct.priors)."""
+
+    @property
+    def method(self) -> str:
+        return "splat"
+
+
+@dataclass
+class NerfTrainConfig(TrainCommon):
+    """Hash-grid NeRF (Instant-NGP style) with FreeNeRF / S3IM regularizers for few views."""
+
+    iters: int = 3_000
+    """Training steps (a hash grid converges in fewer steps than 3DGS' 7k schedule)."""
     nerf: NerfConfig = field(default_factory=NerfConfig)
-    """Hash-grid NeRF model, sampler and regularizers (used with --method nerf)."""
+    """Model, sampler and regularizers."""
+
+    @property
+    def method(self) -> str:
+        return "nerf"
+
+
+TrainConfig = SplatTrainConfig | NerfTrainConfig
+METHODS: dict[str, type] = {"splat": SplatTrainConfig, "nerf": NerfTrainConfig}
+
+
+# ----------------------------------------------------------------------------------- resolution
+def preset_for(views: int | None) -> str:
+    """The preset ``auto`` stands for."""
+    return "sparse" if views is not None and views <= 9 else "vanilla"
+
+
+def resolve(cfg: TrainConfig, *, device_type: str) -> TrainConfig:
+    """Every preset- and device-dependent default made concrete (what config.json records)."""
+    cfg = dataclasses.replace(cfg, **{k: None for k in ("config", "resume")}, overwrite=False,
+                              device=device_type if cfg.device == "auto" else cfg.device)
+    if cfg.scene is not None:
+        cfg = dataclasses.replace(cfg, scene=Path(cfg.scene).expanduser().resolve())
+    if isinstance(cfg, SplatTrainConfig):
+        preset = preset_for(cfg.views) if cfg.preset == "auto" else cfg.preset
+        sparse = preset == "sparse"
+        priors = cfg.priors
+        subs = {}
+        for name in priors.names():
+            sub = getattr(priors, name)
+            if sub.enabled is None:
+                sub = dataclasses.replace(sub, enabled=sparse and name in SPARSE_PRIORS)
+            subs[name] = sub
+        init = cfg.init
+        if init.kind == "auto":
+            init = dataclasses.replace(init, kind="dense" if sparse else "sfm")
+        return dataclasses.replace(cfg, preset=preset, priors=dataclasses.replace(priors, **subs), init=init)
+    cpu = cfg.device == "cpu"
+    n = cfg.nerf
+    nerf = dataclasses.replace(
+        n,
+        log2_hashmap_size=n.log2_hashmap_size or (17 if cpu else 19),
+        n_samples=n.n_samples or (64 if cpu else 128),
+        rays_per_batch=n.rays_per_batch or (512 if cpu else 4096),
+        grid_resolution=n.grid_resolution or (48 if cpu else 128),
+        regularize=n.regularize if n.regularize != "auto" else ("on" if cfg.views is not None and cfg.views <= 9 else "off"),
+    )
+    return dataclasses.replace(cfg, nerf=nerf)
+
+
+CHECKS: tuple[tuple[str, str, float | None, float | None], ...] = (
+    # (dotted field, flag shown, min, max): inclusive bounds, None = open
+    ("iters", "--iters", 0, None),
+    ("views", "--views", 1, None),
+    ("data.downscale", "--downscale", 1.0, 64.0),
+    ("data.resolution", "--resolution", 16, 16384),
+    ("data.test_every", "--data.test-every", 1, None),
+    ("output.checkpoint_every", "--output.checkpoint-every", 1, None),
+    ("output.log_every", "--output.log-every", 1, None),
+    ("optim.sh_degree", "--optim.sh-degree", 0, 3),
+    ("optim.sh_degree_interval", "--optim.sh-degree-interval", 1, None),
+    ("init.n_random", "--init.n-random", 1, None),
+    ("init.initial_opacity", "--init.initial-opacity", 1e-6, 1 - 1e-6),
+    ("init.scale_neighbors", "--init.scale-neighbors", 1, None),
+    ("densify.refine_every", "--densify.refine-every", 1, None),
+    ("densify.reset_every", "--densify.reset-every", 1, None),
+    ("densify.max_gaussians", "--densify.max-gaussians", 1, None),
+    ("loss.ssim_lambda", "--loss.ssim-lambda", 0.0, 1.0),
+    ("priors.dropout.rate", "--priors.dropout.rate", 0.0, 0.95),
+    ("viewer_port", "--viewer-port", 1, 65535),
+    ("nerf.n_levels", "--nerf.n-levels", 1, 32),
+    ("nerf.log2_hashmap_size", "--nerf.log2-hashmap-size", 8, 26),
+    ("nerf.n_samples", "--nerf.n-samples", 4, 4096),
+    ("nerf.rays_per_batch", "--nerf.rays-per-batch", 16, None),
+    ("nerf.grid_resolution", "--nerf.grid-resolution", 4, 1024),
+    ("nerf.lr", "--nerf.lr", 1e-8, 10.0),
+)
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Raise ValueError naming the flag for any out-of-range value (checked before any work)."""
+    for dotted, flag, lo, hi in CHECKS:
+        obj: Any = cfg
+        for part in dotted.split("."):
+            if not hasattr(obj, part):
+                obj = None
+                break
+            obj = getattr(obj, part)
+        if obj is None:
+            continue
+        if (lo is not None and obj < lo) or (hi is not None and obj > hi):
+            rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+            raise ValueError(f"{flag} {obj} is out of range (must be {rng})")
+    if isinstance(cfg, SplatTrainConfig) and cfg.init.kind == "ply" and cfg.init.ply is None:
+        raise ValueError("--init.kind ply needs --init.ply FILE")
+
+
+# ----------------------------------------------------------------------------------- JSON
+def to_dict(cfg: TrainConfig) -> dict:
+    """The run's config as plain data (method first, control fields left out)."""
+    data = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    for name in CONTROL_FIELDS:
+        data.pop(name, None)
+    return {"method": cfg.method, **data}
 
 
 def to_json(cfg: TrainConfig) -> str:
-    """The config as JSON (paths as strings)."""
-    return json.dumps(dataclasses.asdict(cfg), indent=2, default=str)
+    return json.dumps(to_dict(cfg), indent=2)
 
 
-def from_dict(cls: type, data: dict):
-    """Rebuild a (nested) config dataclass from ``dataclasses.asdict`` output; unknown keys are an error."""
+def from_dict(data: Any) -> TrainConfig:
+    """Rebuild a run's config from ``to_dict`` output; every key and value is type-checked
+    (ValueError with the dotted key on the first problem)."""
+    if not isinstance(data, dict):
+        raise ValueError("config is not a JSON object")
+    method = data.get("method", "splat")
+    if method not in METHODS:
+        raise ValueError(f"method: {method!r} is not one of {sorted(METHODS)}")
+    body = {k: v for k, v in data.items() if k != "method"}
+    return build(METHODS[method], body, prefix="")
+
+
+def build(cls: type, data: dict, *, prefix: str) -> Any:
+    """A dataclass ``cls`` from a dict, with type checks; unknown keys are an error."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{prefix.rstrip('.') or 'config'}: expected an object")
     hints = typing.get_type_hints(cls, include_extras=True)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(data) - names
+    unknown = sorted(set(data) - names)
     if unknown:
-        raise KeyError(f"unknown config keys for {cls.__name__}: {sorted(unknown)}")
-    kwargs = {}
-    for name, value in data.items():
-        kind = _strip(hints[name])
-        if dataclasses.is_dataclass(kind):
-            kwargs[name] = from_dict(kind, value)
-        elif value is not None and _is_path(kind):
-            kwargs[name] = Path(value)
-        else:
-            kwargs[name] = value
+        raise ValueError(f"{prefix}{unknown[0]}: unknown key")
+    kwargs = {name: coerce(hints[name], value, f"{prefix}{name}") for name, value in data.items()}
     return cls(**kwargs)
 
 
-def _strip(hint):
+def coerce(hint: Any, value: Any, key: str) -> Any:
+    """``value`` checked (and converted, for paths) against the type ``hint``."""
+    hint = _strip(hint)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [_strip(a) for a in typing.get_args(hint)]
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for opt in options:
+            if opt is type(None):
+                continue
+            try:
+                return coerce(opt, value, key)
+            except ValueError as err:
+                errors.append(str(err))
+        raise ValueError(errors[0] if errors else f"{key}: unexpected {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            raise ValueError(f"{key}: {value!r} is not one of {list(typing.get_args(hint))}")
+        return value
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, prefix=f"{key}.")  # type: ignore[arg-type]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{key}: expected a string, got {value!r}")
+        return value
+    if hint is Path:
+        if not isinstance(value, str):
+            raise ValueError(f"{key}: expected a path string, got {value!r}")
+        return Path(value)
+    return value
+
+
+def _strip(hint: Any) -> Any:
     while typing.get_origin(hint) is Annotated:
         hint = typing.get_args(hint)[0]
     return hint
 
 
-def _is_path(hint) -> bool:
-    hint = _strip(hint)
-    if hint is Path:
-        return True
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return any(_strip(a) is Path for a in typing.get_args(hint))
-    return False
+# ----------------------------------------------------------------------------------- overlays
+def changed_fields(cfg: Any, base: Any, prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    """Dotted field -> (value in cfg, value in base) wherever two configs of one class differ."""
+    out: dict[str, tuple[Any, Any]] = {}
+    for f in dataclasses.fields(cfg):
+        a, b = getattr(cfg, f.name), getattr(base, f.name)
+        if dataclasses.is_dataclass(a) and dataclasses.is_dataclass(b):
+            out.update(changed_fields(a, b, f"{prefix}{f.name}."))
+        elif a != b:
+            out[f"{prefix}{f.name}"] = (a, b)
+    return out
+
+
+def set_field(cfg: Any, dotted: str, value: Any) -> Any:
+    """A copy of ``cfg`` with the dotted field set."""
+    head, _, rest = dotted.partition(".")
+    if not rest:
+        return dataclasses.replace(cfg, **{head: value})
+    return dataclasses.replace(cfg, **{head: set_field(getattr(cfg, head), rest, value)})
+
+
+def flag_of(dotted: str) -> str:
+    """The command-line flag of a dotted field (short flags without their prefix)."""
+    short = {"data.downscale": "downscale", "data.resolution": "resolution", "output.out": "out"}
+    return "--" + short.get(dotted, dotted).replace("_", "-")

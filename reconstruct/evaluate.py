@@ -11,7 +11,9 @@ import torch
 
 from reconstruct import gaussians as G
 from reconstruct.metrics import load_lpips, psnr, ssim
+from reconstruct.run import Run
 from reconstruct.splats import Splats
+from scenes.fileio import atomic_write_bytes
 from scenes.types import SceneData
 
 
@@ -75,7 +77,7 @@ def evaluate_views(
             entry["lpips"] = float(lp.model(rgb, gt))
         scores.append(entry)
         if out_dir is not None:
-            _save_png(Path(out_dir) / "renders" / f"test_{frame:04d}.png", rgb.numpy())
+            _save_png(Run.renders_dir(out_dir) / f"test_{frame:04d}.png", rgb.numpy())
             if k < 6:
                 rows.append((gt.numpy(), rgb.numpy(), _colorize_depth(depth.numpy())))
     result = {
@@ -88,8 +90,7 @@ def evaluate_views(
         "per_view": scores,
     }
     if out_dir is not None and rows:
-        grid = np.concatenate([np.concatenate(r, axis=1) for r in rows], axis=0)
-        _save_png(Path(out_dir) / "grid.png", grid)
+        _save_png(Run.grid_path(out_dir), labelled_grid(rows, ("ground truth", "render", "depth")))
     return result
 
 
@@ -105,11 +106,24 @@ def _colorize_depth(depth: np.ndarray) -> np.ndarray:
     return rgb.astype(np.float32)
 
 
+def labelled_grid(rows: list[tuple[np.ndarray, ...]], labels: tuple[str, ...]) -> np.ndarray:
+    """[H', W', 3] image: the rows of equally sized [H, W, 3] tiles under a header naming each column."""
+    from PIL import Image, ImageDraw
+
+    body = np.concatenate([np.concatenate(r, axis=1) for r in rows], axis=0)
+    w_tile = rows[0][0].shape[1]
+    band = 22
+    head = Image.new("RGB", (body.shape[1], band), (255, 255, 255))
+    draw = ImageDraw.Draw(head)
+    for k, text in enumerate(labels):
+        draw.text((k * w_tile + 6, 5), text, fill=(0, 0, 0))
+    return np.concatenate([np.asarray(head, np.float32) / 255.0, body], axis=0)
+
+
 def _save_png(path: Path, rgb: np.ndarray) -> None:
-    from PIL import Image
     import io
 
-    from reconstruct.runs import atomic_write_bytes
+    from PIL import Image
 
     buf = io.BytesIO()
     Image.fromarray((np.clip(rgb, 0, 1) * 255).round().astype(np.uint8)).save(buf, format="PNG")
@@ -124,8 +138,6 @@ def plot_curves(history: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from reconstruct.runs import atomic_write_bytes
 
     steps = [h["step"] for h in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))

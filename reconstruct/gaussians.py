@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import numpy as np
 import torch
@@ -51,23 +50,40 @@ def create_params(
     })
 
 
-def create_optimizers(params: torch.nn.ParameterDict, optim: OptimConfig, scene_scale: float) -> dict:
-    """One Adam per parameter (gsplat strategies add/remove rows in each)."""
-    lrs = {
-        "means": optim.lr_means * scene_scale, "scales": optim.lr_scales, "quats": optim.lr_quats,
-        "opacities": optim.lr_opacities, "sh0": optim.lr_sh0, "shN": optim.lr_shN,
-    }
-    extra = {name: 1e-2 for name in params if name not in lrs}  # e.g. mask logits
-    lrs.update(extra)
-    return {
-        name: torch.optim.Adam([{"params": params[name], "lr": lrs[name], "name": name}], eps=1e-15, fused=True)
-        for name in params
-    }
+def scene_scale(scene) -> float:
+    """Extent of the training cameras (1.1 x the largest distance from their centroid): the unit
+    of the position learning rate and of gsplat's densification thresholds."""
+    centers = np.asarray(scene.T_world_cam)[list(scene.train_ids), :3, 3]
+    return float(np.linalg.norm(centers - centers.mean(0), axis=1).max() * 1.1) or 1.0
 
 
-def position_lr(step: int, optim: OptimConfig, scene_scale: float) -> float:
-    """Exponential decay from lr_means to lr_means_final over the run (times the scene extent)."""
-    t = min(max(step / max(optim.iters, 1), 0.0), 1.0)
+def learning_rates(optim: OptimConfig, scene_scale: float) -> dict[str, float]:
+    """The per-attribute Adam learning rates (the position rate is its initial value)."""
+    return {"means": optim.lr_means * scene_scale, "scales": optim.lr_scales, "quats": optim.lr_quats,
+            "opacities": optim.lr_opacities, "sh0": optim.lr_sh0, "shN": optim.lr_shN}
+
+
+EXTRA_LR = 1e-2
+"""Learning rate of a per-Gaussian parameter the table above does not name (e.g. mask logits)."""
+
+
+def create_optimizers(params: torch.nn.ParameterDict, lrs: dict[str, float], *, frozen: tuple[str, ...] = ()) -> dict:
+    """One Adam per trainable parameter (gsplat strategies add/remove rows in each); parameters in
+    ``frozen`` stop requiring gradients and get none."""
+    out = {}
+    for name, p in params.items():
+        if name in frozen:
+            p.requires_grad_(False)
+            continue
+        p.requires_grad_(True)
+        out[name] = torch.optim.Adam([{"params": [p], "lr": lrs.get(name, EXTRA_LR), "name": name}], eps=1e-15,
+                                     fused=True)
+    return out
+
+
+def position_lr(step: int, total_steps: int, optim: OptimConfig, scene_scale: float) -> float:
+    """Exponential decay from lr_means to lr_means_final over ``total_steps`` (times the scene extent)."""
+    t = min(max(step / max(total_steps, 1), 0.0), 1.0)
     return scene_scale * math.exp((1 - t) * math.log(optim.lr_means) + t * math.log(optim.lr_means_final))
 
 
@@ -84,9 +100,6 @@ class Activated:
     def replace(self, **kw) -> "Activated":
         return replace(self, **kw)
 
-
-Modifier = Callable[[Activated, torch.nn.ParameterDict, int], Activated]
-"""Changes the activated Gaussians before rendering (dropout, learnable masks); gets params and step."""
 
 
 def activate(params: torch.nn.ParameterDict) -> Activated:

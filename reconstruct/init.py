@@ -10,10 +10,14 @@ reads a dataset's precomputed all-view points: those see the test views.
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from reconstruct.config import InitConfig
+from reconstruct.splats import Splats
+from scenes.errors import ReconError
 from scenes.types import SceneData
 
 
@@ -170,16 +174,90 @@ def random_points(scene: SceneData, ids: list[int], n: int, rng: np.random.Gener
     return points[:n], rng.uniform(0, 1, size=(n, 3))
 
 
-def initial_points(cfg, scene: SceneData) -> tuple[np.ndarray, np.ndarray, str]:
-    """(points [P,3], colors [P,3], how) for a run: SfM from the training views, else random."""
-    rng = np.random.default_rng(cfg.seed)
+@dataclass
+class InitResult:
+    """Where the Gaussians start, decided before the method is built."""
+
+    points: np.ndarray
+    """[P, 3] centres."""
+    colors: np.ndarray
+    """[P, 3] colors in [0, 1]."""
+    kind: str
+    """The kind that produced them: sfm, random, dense or ply (after fallbacks)."""
+    how: str
+    """One line for the history ("sfm (374 points from 3 views)", ...)."""
+    sfm_points: np.ndarray | None = None
+    """[S, 3] points triangulated from the training views, when SfM ran (the SfM depth prior's targets)."""
+    splats: Splats | None = None
+    """The full Gaussians of --init.kind ply."""
+
+    def record(self) -> dict:
+        return {"init": self.how, "kind": self.kind, "n_points": int(len(self.points))}
+
+
+def initialize(cfg: InitConfig, scene: SceneData, *, seed: int, cache_dir: Path | None) -> InitResult:
+    """The initial Gaussians of ``cfg.kind`` (resolved: not "auto") on ``scene``'s training views.
+
+    sfm: triangulated SIFT matches, random points below ``min_sfm_points``; dense: the sfm points
+    plus plane-sweep matches (cached in ``cache_dir``; they replace random points when SfM found too
+    few); ply: the Gaussians of a splat file.
+    """
+    assert cfg.kind != "auto", "resolve the config first"
+    rng = np.random.default_rng(seed)
     ids = list(scene.train_ids)
-    if cfg.init.kind == "sfm" and len(ids) >= 2:
+    if cfg.kind == "ply":
+        from reconstruct.ply import read_ply
+
+        if cfg.ply is None:
+            raise ReconError(None, "--init.kind ply needs --init.ply FILE")
+        splats = read_ply(cfg.ply)
+        return InitResult(splats.means.astype(np.float64), splats.rgb.astype(np.float64), "ply",
+                          f"ply ({len(splats)} Gaussians from {cfg.ply})", splats=splats)
+    sfm = None
+    if cfg.kind in ("sfm", "dense") and len(ids) >= 2:
         points, colors = triangulate_views(scene, ids)
-        if len(points) >= cfg.init.min_sfm_points:
-            return points, colors, f"sfm ({len(points)} points from {len(ids)} views)"
-        how = f"random (sfm found {len(points)} < {cfg.init.min_sfm_points} points)"
+        sfm = points
+        if len(points) >= cfg.min_sfm_points:
+            base = InitResult(points, colors, "sfm", f"sfm ({len(points)} points from {len(ids)} views)", sfm_points=sfm)
+        else:
+            base = None
+            why = f"sfm found {len(points)} < {cfg.min_sfm_points} points"
     else:
-        how = "random"
-    points, colors = random_points(scene, ids, cfg.init.n_random, rng)
-    return points, colors, how
+        base, why = None, "random"
+    if base is None:
+        P, C = random_points(scene, ids, cfg.n_random, rng)
+        base = InitResult(P, C, "random", f"random ({why})" if why != "random" else "random", sfm_points=sfm)
+    if cfg.kind != "dense":
+        return base
+    P, C = dense_init_points(scene, ids, cfg.dense, cache_dir)
+    if not len(P):
+        return base
+    if base.kind == "random":  # random points fill every frustum with colored haze; matched points replace them
+        return InitResult(P, np.clip(C, 0, 1), "dense", f"dense plane-sweep ({len(P)} points; was {base.how})",
+                          sfm_points=sfm)
+    return InitResult(np.concatenate([base.points, P]), np.clip(np.concatenate([base.colors, C]), 0, 1), "dense",
+                      f"{base.how} + dense plane-sweep ({len(P)} points)", sfm_points=sfm)
+
+
+def dense_init_points(scene: SceneData, ids: list[int], cfg, cache_dir: Path | None) -> tuple[np.ndarray, np.ndarray]:
+    """Plane-sweep points of the training views, cached in ``cache_dir`` keyed by views, size and settings."""
+    import dataclasses
+    import hashlib
+    import io
+    import json
+
+    from reconstruct.stereo import dense_points
+    from scenes.fileio import atomic_write_bytes
+
+    key = json.dumps([str(getattr(scene, "root", "")), list(map(int, ids)), scene.width, scene.height,
+                      dataclasses.asdict(cfg), np.asarray(scene.T_world_cam)[ids].round(6).tolist()], default=str)
+    path = Path(cache_dir) / f"dense_init_{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz" if cache_dir else None
+    if path is not None and path.is_file():
+        with np.load(path) as f:
+            return f["points"], f["colors"]
+    P, C = dense_points(scene, ids, cfg, seed=0)  # the same for every seed
+    if path is not None:
+        buf = io.BytesIO()
+        np.savez(buf, points=P, colors=C)
+        atomic_write_bytes(path, buf.getvalue())
+    return P, C

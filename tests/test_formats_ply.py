@@ -144,7 +144,7 @@ def test_ply_write_is_atomic(tmp_path, monkeypatch) -> None:
     write_splats(path, tiny_splats(4, sh_degree=0), format="ply")
     before = path.read_bytes()
 
-    import pruning.formats._plyio as plyio
+    import reconstruct.plyio as plyio
 
     def interrupted_replace(src, dst):
         raise OSError("disk full")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from reconstruct.cli import main
+from recon.cli import main
 from reconstruct.demo import write_demo_scene
 
 FAST = ["--views", "4", "--init.kind", "random", "--init.n-random", "800", "--densify.refine-start-iter", "10",
@@ -40,19 +40,57 @@ def test_training_writes_every_output(trained_run):
     assert len(list((trained_run / "renders").glob("test_*.png"))) == 2
     metrics = json.loads((trained_run / "metrics.json").read_text())
     assert metrics["n_test"] == 2 and 5 < metrics["psnr"] < 60 and 0 < metrics["ssim"] <= 1
-    history = [h for h in torch.load(trained_run / "checkpoint.pt", weights_only=False)["history"] if "loss" in h]
+    history = [h for h in torch.load(trained_run / "checkpoint.pt", weights_only=True)["history"] if "loss" in h]
     assert history[-1]["loss"] < 0.7 * history[0]["loss"], "training did not reduce the loss"
 
 
 def test_config_json_reproduces_the_run_config(trained_run, tmp_path):
-    from reconstruct.run_train import parse_args
-    from reconstruct.runs import load_config
+    from recon.train import parse_train
+    from reconstruct.run import Run
 
-    saved = load_config(trained_run)
-    cfg, resume, overwrite = parse_args(["--config", str(trained_run / "config.json")])
-    assert cfg == saved and resume is None and not overwrite
-    cfg2, _, _ = parse_args(["--config", str(trained_run), "--iters", "7"])
-    assert cfg2.optim.iters == 7 and cfg2.densify == saved.densify
+    saved = Run.open(trained_run).config
+    req = parse_train(["--config", str(trained_run / "config.json")])
+    assert req.cfg == saved and req.resume is None and not req.overwrite
+    req2 = parse_train(["--config", str(trained_run), "--iters", "7"])
+    assert req2.cfg.iters == 7 and req2.cfg.densify == saved.densify
+
+
+def test_config_json_records_resolved_defaults(trained_run):
+    data = json.loads((trained_run / "config.json").read_text())
+    assert data["method"] == "splat" and data["preset"] == "vanilla" and data["device"] == "cpu"
+    assert Path(data["scene"]).is_absolute()
+    assert all(data["priors"][name]["enabled"] is False for name in ("dropout", "binocular", "pseudo_views"))
+    assert data["init"]["kind"] == "random" and "resume" not in data and "config" not in data
+
+
+def test_sparse_preset_is_the_default_for_few_views_and_flags_still_win(tiny_scene):
+    from recon.train import parse_train
+
+    cfg = parse_train([str(tiny_scene), "--views", "3"]).cfg
+    assert cfg.preset == "sparse" and cfg.init.kind == "dense" and cfg.priors.dropout.enabled
+    cfg = parse_train([str(tiny_scene), "--views", "3", "--priors.dropout.enabled", "False"]).cfg
+    assert cfg.preset == "sparse" and not cfg.priors.dropout.enabled and cfg.priors.binocular.enabled
+    assert parse_train([str(tiny_scene)]).cfg.preset == "vanilla"
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--method", "nerf", "--masks"], "--masks is a splat option"),
+    (["nerf", "--priors.dropout.enabled", "True"], "--priors.dropout.enabled is a splat option"),
+    (["splat", "--nerf.lr", "0.1"], "--nerf.lr is a nerf option"),
+    (["--iters", "-5"], "--iters -5"),
+    (["--output.checkpoint-every", "0"], "--output.checkpoint-every"),
+    (["--optim.sh-degree", "9"], "--optim.sh-degree 9"),
+    (["--priors.dropout.rate", "1.0"], "--priors.dropout.rate"),
+    (["--bogus-flag"], "--bogus-flag"),
+])
+def test_options_a_method_does_not_read_or_out_of_range_are_refused_in_one_line(tiny_scene, tmp_path, capsys, args,
+                                                                              needle):
+    out = tmp_path / "never"
+    method, rest = (args[:1], args[1:]) if args[0] in ("nerf", "splat") else ([], args)
+    code = main(["train", *method, str(tiny_scene), *rest, "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and len(err) == 1 and needle in err[0], err
+    assert not out.exists()
 
 
 def test_existing_output_is_not_overwritten(trained_run, tiny_scene, capsys):
@@ -74,7 +112,7 @@ def test_eval_json_keys(trained_run, capsys):
 
 
 def _train_cmd(scene: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "reconstruct.cli", "train", str(scene), *FAST, "--iters", "40",
+    return [sys.executable, "-m", "recon.cli", "train", str(scene), *FAST, "--iters", "40",
             "--output.checkpoint-every", "5", "--out", str(out), *extra]
 
 
@@ -95,7 +133,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tiny_scene, tmp_path):
         ckpt = killed / "checkpoint.pt"
         if ckpt.is_file():
             try:
-                step = torch.load(ckpt, weights_only=False)["step"]
+                step = torch.load(ckpt, weights_only=True)["step"]
             except Exception:  # noqa: BLE001 - never half-written (atomic rename), but be robust
                 step = 0
             if step >= 15:
@@ -105,14 +143,15 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tiny_scene, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert 15 <= step < 40 and not (killed / "metrics.json").exists()
-    subprocess.run([sys.executable, "-m", "reconstruct.cli", "train", "--resume", str(killed)],
+    subprocess.run([sys.executable, "-m", "recon.cli", "train", "--resume", str(killed)],
                    check=True, env=env, capture_output=True)
     assert abs(_final_psnr(killed) - _final_psnr(straight)) <= 0.1
 
 
 def test_nonfinite_steps_are_rolled_back_then_the_run_stops(tiny_scene, tmp_path):
-    from reconstruct.config import TrainConfig
-    from reconstruct.train import Trainer
+    from reconstruct.config import SplatTrainConfig, resolve
+    from reconstruct.loop import LoopState, train_loop
+    from reconstruct.training import build_method
     from scenes import load_scene
     from scenes.errors import ReconError
 
@@ -124,28 +163,48 @@ def test_nonfinite_steps_are_rolled_back_then_the_run_stops(tiny_scene, tmp_path
         def __init__(self, bad_steps):
             self.bad_steps = bad_steps
 
-        def loss(self, trainer, view, renders, step):
-            return renders.sum() * (float("nan") if step in self.bad_steps else 0.0)
+        def loss(self, ctx, renders):
+            return renders.sum() * (float("nan") if ctx.step in self.bad_steps else 0.0)
 
-    def make(out: Path, bad) -> Trainer:
-        cfg = TrainConfig(scene=tiny_scene, views=4)
-        cfg.optim.iters, cfg.densify.enabled = 12, False
-        trainer = Trainer(cfg, scene, out, torch.device("cpu"))
-        out.mkdir(parents=True, exist_ok=True)
-        pts = np.random.default_rng(0).uniform(-1, 1, (300, 3))
-        trainer.initialize(pts, np.full_like(pts, 0.5))
-        trainer.save_checkpoint()
-        trainer.regularizers.append(Poison(bad))
-        return trainer
+    def make(bad):
+        cfg = SplatTrainConfig(scene=tiny_scene, views=4, iters=12, preset="vanilla")
+        cfg.densify.enabled, cfg.init.kind, cfg.init.n_random = False, "random", 300
+        method = build_method(resolve(cfg, device_type="cpu"), scene, torch.device("cpu"), cache_dir=tmp_path)
+        method.regularizers.append(Poison(bad))
+        return method
 
-    ok = make(tmp_path / "a", {3, 7})
-    ok.run([])
-    assert ok.step == 12 and ok.failed_steps == [3, 7]
-    assert all(torch.isfinite(p).all() for p in ok.params.values())
-    doomed = make(tmp_path / "b", set(range(100)))
+    ok = make({3, 7})
+    state = train_loop(ok, LoopState(), until=12, show_progress=False)
+    assert state.step == 12 and state.failed_steps == [3, 7]
+    assert all(torch.isfinite(p).all() for p in ok.model.params.values())
+    saved = []
     with pytest.raises(ReconError, match="step"):
-        doomed.run([])
-    assert (tmp_path / "b" / "checkpoint.pt").is_file()
+        train_loop(make(set(range(100))), LoopState(), until=12, save=saved.append, checkpoint_every=2,
+                   show_progress=False)
+    assert not saved, "no checkpoint of a diverged state is written"
+
+
+def test_sigint_finishes_the_step_writes_a_checkpoint_and_resume_continues(tiny_scene, tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    out = tmp_path / "interrupted"
+    proc = subprocess.Popen(_train_cmd(tiny_scene, out, "--output.checkpoint-every", "100000", "--iters", "100000"), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (out / "checkpoint.pt").is_file():
+        time.sleep(0.1)
+    time.sleep(3.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    if proc.returncode == 0:
+        pytest.skip("training finished before the signal arrived")
+    assert proc.returncode == 130, err
+    line = [ln for ln in err.splitlines() if "interrupted at step" in ln][-1]
+    step = int(line.split("interrupted at step ")[1].split()[0])
+    assert f"recon train --resume {out}" in line
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == step
+    subprocess.run([sys.executable, "-m", "recon.cli", "train", "--resume", str(out), "--iters", str(step + 5)],
+                   check=True, env=env, capture_output=True)
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == step + 5
 
 
 def test_training_with_learnable_masks_runs_in_the_real_trainer(tiny_scene, tmp_path):
@@ -153,27 +212,32 @@ def test_training_with_learnable_masks_runs_in_the_real_trainer(tiny_scene, tmp_
 
     out = tmp_path / "masked"
     assert main(["train", str(tiny_scene), *FAST, "--iters", "25", "--masks", "--out", str(out)]) == 0
-    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
-    n = len(ckpt["params"]["means"])
-    assert ckpt["params"]["masks"].shape[0] == n
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    n = len(ckpt["state"]["params"]["means"])
+    assert ckpt["state"]["params"]["masks"].shape[0] == n
     assert len(read_splats(out / "splats.ply")) == n
     assert any("mask" in h for h in ckpt["history"])
 
 
-def test_live_viewer_binds_localhost_unless_told(monkeypatch):
-    import types
-
+def test_live_viewer_binds_localhost_unless_told(monkeypatch, tiny_scene):
     import viewer.live
-    from reconstruct import hooks
-    from reconstruct.config import TrainConfig
+    from recon.train import parse_train, train
 
     seen = {}
-    monkeypatch.setattr(viewer.live, "LiveViewerHook", lambda trainer, **kw: seen.update(kw))
-    hooks.viewer_hook(types.SimpleNamespace(cfg=TrainConfig(scene=Path("s"))))
-    assert seen == {"host": "127.0.0.1", "port": 8080}
-    cfg = TrainConfig(scene=Path("s"), viewer_host="0.0.0.0", viewer_port=9001)
-    hooks.viewer_hook(types.SimpleNamespace(cfg=cfg))
-    assert seen == {"host": "0.0.0.0", "port": 9001}
+
+    class Hook:
+        def __init__(self, method, **kw):
+            seen.update({k: kw[k] for k in ("host", "port")})
+            raise SystemExit(0)
+
+    monkeypatch.setattr(viewer.live, "LiveViewerHook", Hook)
+    for args, want in (([], {"host": "127.0.0.1", "port": 8080}),
+                       (["--viewer-host", "0.0.0.0", "--viewer-port", "9001"], {"host": "0.0.0.0", "port": 9001})):
+        seen.clear()
+        with pytest.raises(SystemExit):
+            train(parse_train([str(tiny_scene), *FAST, "--iters", "2", "--viewer", *args, "--out",
+                               str(Path(tiny_scene).parent / "viewer-run"), "--overwrite"]))
+        assert seen == want
 
 
 def test_compress_then_eval_compressed_through_the_cli(trained_run, tmp_path, capsys):

@@ -10,6 +10,7 @@ building and sending splats (it competes for the same cores).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from viewer.server import ViewerHandle, initial_view_from_scene, select_splats, 
 
 if TYPE_CHECKING:
     from scenes.types import SceneData
+
+log = logging.getLogger(__name__)
 
 _PARAM_NAMES = ("means", "quats", "scales", "opacities", "sh0", "shN")
 
@@ -247,30 +250,30 @@ class LiveViewer:
 
 
 class LiveViewerHook:
-    """``recon train --viewer``: a trainer hook (``on_step`` / ``on_end``, see reconstruct.hooks)
-    that serves a :class:`LiveViewer` on 127.0.0.1 (port 8080 or the next free one), feeds it
-    every step and holds the loop while the browser's Pause button is down."""
+    """``recon train --viewer``: a loop hook (``on_step`` / ``on_end``, see reconstruct.loop) that
+    serves a :class:`LiveViewer` on 127.0.0.1 (port 8080 or the next free one), feeds it every
+    step and holds the loop while the browser's Pause button is down. It reads the splat method's
+    parameters and never changes them."""
 
-    def __init__(self, trainer, *, host: str = "127.0.0.1", port: int = 8080, config: LiveConfig = LiveConfig()) -> None:
+    def __init__(self, method, *, host: str = "127.0.0.1", port: int = 8080, config: LiveConfig = LiveConfig(),
+                 start_step: int = 0) -> None:
         from viewer.server import open_viewer
 
         self.viewer = open_viewer(host=host, port=port)
-        self.live = LiveViewer(self.viewer, scene=trainer.scene, config=config)
-        self._t0 = time.perf_counter()
-        self._step0 = trainer.step
+        self.live = LiveViewer(self.viewer, scene=method.scene, config=config)
+        self._step0 = start_step
 
-    def on_step(self, trainer, result) -> None:
-        self.live.update(result.step, trainer.params, result.loss, result.psnr, result.n_gaussians)
+    def on_step(self, method, state, out) -> None:
+        self.live.update(state.step - 1, method.model.params, out.loss, out.psnr, out.count)
         self.live.wait_if_paused()
 
-    def on_end(self, trainer) -> None:
-        """Send the final splats, print what the viewer cost; the server keeps serving until exit."""
-        self.live.final(trainer.step, trainer.params, len(trainer.params["means"]))
+    def on_end(self, method, state) -> None:
+        """Send the final splats, log what the viewer cost; the server keeps serving until exit."""
+        self.live.final(state.step, method.model.params, len(method.model))
         s = self.live.stats()
-        steps = max(trainer.step - self._step0, 1)
-        print(
-            f"viewer: {s.pushes} splat updates over {steps} steps; {1000 * s.caller_s / steps:.2f} ms/step on the "
-            f"training thread, {s.worker_s:.1f} s sending in the background, {s.paused_s:.1f} s paused; "
-            f"still serving {self.viewer.url}",
-            flush=True,
+        steps = max(state.step - self._step0, 1)
+        log.info(
+            "viewer: %d splat updates over %d steps; %.2f ms/step on the training thread, %.1f s sending in the "
+            "background, %.1f s paused; still serving %s", s.pushes, steps, 1000 * s.caller_s / steps, s.worker_s,
+            s.paused_s, self.viewer.url,
         )

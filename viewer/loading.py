@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from reconstruct.run import Run
 from reconstruct.splats import Splats
 from scenes.errors import ReconError
 
@@ -45,42 +46,39 @@ def read_splat_file(path: Path) -> Splats:
     return read_splats(path)
 
 
-def _run_scene(run: Path, notes: list[str]) -> "SceneData | None":
+def _run_scene(run: Run, notes: list[str]) -> "SceneData | None":
     """The run's scene (cameras, images, split) as it was trained, when its folder is still there."""
-    from reconstruct.runs import load_run_scene
-
     try:
-        return load_run_scene(run)
+        return run.scene()
     except ReconError as err:
         notes.append(f"cameras not shown: {err}")
         return None
 
 
-def _compressed(run: Path, notes: list[str]) -> Splats | None:
+def _compressed(run: Run, notes: list[str]) -> Splats | None:
     """RUN/compressed/ decoded by the compression package (None when the run has none)."""
-    folder = run / "compressed"
-    if not folder.exists():
-        return None
-    from pruning.artifact import load_artifact
+    from pruning import artifact
 
+    if not (run.compressed_dir / artifact.HEADER).is_file():
+        return None
     try:
-        return load_artifact(folder)
+        return artifact.load_artifact(run.compressed_dir)
     except ReconError as err:
         notes.append(f"compressed version not shown: {err}")
         return None
 
 
-def nerf_render_fn(run: Path, scene: "SceneData | None") -> Callable[..., np.ndarray]:
+def nerf_render_fn(run: Run, scene: "SceneData | None") -> Callable[..., np.ndarray]:
     """Server-side renderer of a NeRF run (reconstruct.nerf's field and occupancy grid):
     ``render_fn(T_world_cam, K, w, h, depth=False) -> [h, w, 3]`` (or [h, w] depth, NaN where empty)."""
     import torch
 
-    from reconstruct.nerf.trainer import load_nerf, render_image
+    from reconstruct.nerf.method import field_from_state, render_image
     from viewer.render import default_device
 
-    field, grid, ckpt = load_nerf(run, default_device())
-    # The trainer records the sample count it used (its config may leave it None = by device).
-    n_samples = int(ckpt.get("n_samples") or (ckpt.get("nerf_config") or {}).get("n_samples") or 64)
+    state = run.checkpoint()["state"]
+    field, grid = field_from_state(state, default_device(), implementation=run.config.nerf.encoding)
+    n_samples = int(state["n_samples"])
     if scene is not None:
         near, far, background = float(scene.near), float(scene.far), tuple(scene.background)
     else:  # no scene folder: sample the whole occupancy grid
@@ -97,15 +95,6 @@ def nerf_render_fn(run: Path, scene: "SceneData | None") -> Callable[..., np.nda
     return render_fn
 
 
-def _is_nerf_run(run: Path) -> bool:
-    try:
-        from reconstruct.runs import load_config
-
-        return load_config(run).method == "nerf"
-    except (ImportError, ReconError, AttributeError):
-        return False
-
-
 def load_target(path: Path) -> ViewTarget:
     """Resolve ``recon view``'s TARGET; raises ReconError with the path when nothing is viewable."""
     path = Path(path)
@@ -116,15 +105,15 @@ def load_target(path: Path) -> ViewTarget:
             raise ReconError(path, "not a splat file (expected .ply, .compressed.ply, .spz or .splat) or a run folder")
         return ViewTarget(path=path, splats=read_splat_file(path))
     notes: list[str] = []
-    splats_path = path / "splats.ply"
-    splats = read_splat_file(splats_path) if splats_path.is_file() else None
-    nerf = splats is None and _is_nerf_run(path)
+    run = Run(path)
+    splats = run.splats() if run.has_splats() else None
+    nerf = splats is None and Run.is_run(path) and run.method == "nerf"
     if splats is None and not nerf:
-        raise ReconError(path, "not a viewable run folder: no splats.ply and not a NeRF run")
-    scene = _run_scene(path, notes)
-    render_fn = nerf_render_fn(path, scene) if nerf else None
+        raise ReconError(path, "not a viewable run folder: no trained splats and not a NeRF run")
+    scene = _run_scene(run, notes) if Run.is_run(path) else None
+    render_fn = nerf_render_fn(run, scene) if nerf else None
     background = tuple(float(c) for c in scene.background) if scene is not None else (1.0, 1.0, 1.0)
     return ViewTarget(
-        path=path, splats=splats, compressed=_compressed(path, notes) if splats is not None else None,
+        path=path, splats=splats, compressed=_compressed(run, notes) if splats is not None else None,
         scene=scene, render_fn=render_fn, background=background, notes=tuple(notes),
     )

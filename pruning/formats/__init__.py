@@ -5,7 +5,7 @@
 
 Formats (byte layouts in DESIGN.md "Formats" and each module's docstring):
 
-- ``ply``: standard 3DGS .ply, float32, lossless (pruning/formats/ply.py)
+- ``ply``: standard 3DGS .ply, float32, lossless (reconstruct/ply.py: training writes it)
 - ``compressed-ply``: PlayCanvas / SuperSplat chunked 8-16 bytes a splat (compressed_ply.py)
 - ``spz``: Niantic .spz v3, gzip, fixed point, RUB axes (spz.py)
 - ``splat``: antimatter15 .splat, 32 bytes a splat, no SH (splat.py)
@@ -45,7 +45,7 @@ def format_from_name(path: str | Path) -> Format:
 def detect_format(path: str | Path, data: bytes) -> Format:
     """The format of file bytes: PLY magic (standard vs compressed by its elements), gzip magic for
     .spz, else .splat when the name says so and the size is a multiple of 32."""
-    from . import _plyio
+    from reconstruct import plyio as _plyio
 
     if _plyio.is_ply(data):
         header = _plyio.parse_header(Path(path), data)
@@ -61,7 +61,7 @@ def detect_format(path: str | Path, data: bytes) -> Format:
 
 def read_splats(path: str | Path) -> Splats:
     """Read any of the four formats into float ``Splats`` (scene frame, RDF, pre-activation)."""
-    from . import _plyio
+    from reconstruct import plyio as _plyio
 
     path = Path(path)
     data = _plyio.read_bytes(path)
@@ -72,11 +72,11 @@ def read_splats(path: str | Path) -> Splats:
 
 
 def _decode(path: Path, data: bytes) -> Splats:
-    from . import _plyio
+    from reconstruct import plyio as _plyio
 
     fmt = detect_format(path, data)
     if fmt == "ply":
-        from . import ply
+        from reconstruct import ply
 
         return ply.decode(path, data, _plyio.parse_header(path, data))
     if fmt == "compressed-ply":
@@ -99,7 +99,7 @@ def encode_splats(splats: Splats, *, format: Format, sh_degree: int | None = Non
             raise ReconError(None, f"--sh-degree must be 0..3, got {sh_degree}")
         splats = splats.with_sh_degree(min(sh_degree, splats.sh_degree))
     if format == "ply":
-        from . import ply
+        from reconstruct import ply
 
         return ply.encode(splats)
     if format == "compressed-ply":
@@ -124,7 +124,7 @@ def write_splats(path: str | Path, splats: Splats, *, format: Format | None = No
     ``sh_degree`` drops SH bands above it (never invents bands the splats do not have).
     Returns the path written.
     """
-    from . import _plyio
+    from reconstruct import plyio as _plyio
 
     path = Path(path)
     fmt = format if format is not None else format_from_name(path)

@@ -40,7 +40,7 @@ import numpy as np
 from reconstruct.splats import SH_C0, Splats
 from scenes.errors import ReconError
 
-from . import _plyio
+from reconstruct import plyio as _plyio
 
 CHUNK_SIZE = 256
 CHUNK_PROPS_12 = ("min_x", "min_y", "min_z", "max_x", "max_y", "max_z",
@@ -298,7 +298,7 @@ def decode(path: Path, data: bytes, header: _plyio.PlyHeader) -> Splats:
         log_scales=log_scales.astype(np.float32), opacity_logits=opacity.astype(np.float32),
         sh0=sh0.astype(np.float32), shN=np.ascontiguousarray(shN, dtype=np.float32),
     )
-    from .ply import check_finite
+    from reconstruct.ply import check_finite
 
     check_finite(path, out)
     return out

@@ -15,14 +15,16 @@ Both write through a temp file and a rename, so nothing half-written is left beh
 
 from __future__ import annotations
 
-import os
+import io
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from reconstruct.run import Run
 from scenes.errors import ReconError
+from scenes.fileio import atomic_write_bytes
 
 
 def _inner_box(space) -> tuple[float, float]:
@@ -62,13 +64,6 @@ def density_points(field, grid, *, resolution: int = 128, density_threshold: flo
     return torch.cat(pts).numpy().astype(np.float32), rgb8
 
 
-def _atomic_target(out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".ply", dir=out.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
 def write_points_ply(path: Path, points: np.ndarray, colors: np.ndarray) -> Path:
     """Binary .ply point cloud (float x y z, uchar red green blue), atomically."""
     from plyfile import PlyData, PlyElement
@@ -78,14 +73,9 @@ def write_points_ply(path: Path, points: np.ndarray, colors: np.ndarray) -> Path
                                      ("red", "u1"), ("green", "u1"), ("blue", "u1")])
     v["x"], v["y"], v["z"] = points.T
     v["red"], v["green"], v["blue"] = colors.T
-    tmp = _atomic_target(path)
-    try:
-        PlyData([PlyElement.describe(v, "vertex")]).write(str(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    buf = io.BytesIO()
+    PlyData([PlyElement.describe(v, "vertex")]).write(buf)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def tsdf_mesh(field, grid, scene, *, resolution: int = 192, n_samples: int = 128,
@@ -95,7 +85,7 @@ def tsdf_mesh(field, grid, scene, *, resolution: int = 192, n_samples: int = 128
         import open3d as o3d
     except ImportError:
         raise ReconError(None, "mesh export needs open3d: pip install 'recon[mesh]' (open3d-cpu)") from None
-    from reconstruct.nerf.trainer import render_image
+    from reconstruct.nerf.method import render_image
 
     space = field.space
     extent = 2.0 * space.radius  # the AABB, or the uncontracted core of a contracted scene
@@ -123,36 +113,31 @@ def tsdf_mesh(field, grid, scene, *, resolution: int = 192, n_samples: int = 128
     return mesh
 
 
-def export_nerf(run_dir: Path, format: str, out: Path | None = None, *, resolution: int = 128,
+def export_nerf(run: Run, format: str, out: Path | None = None, *, resolution: int = 128,
                 density_threshold: float = 10.0) -> Path:
-    """Write RUN's NeRF as a point cloud or mesh .ply; returns the path written."""
-    from reconstruct.nerf.trainer import load_nerf
+    """Write a NeRF run as a point cloud or mesh .ply; returns the path written."""
+    from reconstruct.nerf.method import field_from_state
 
-    run_dir = Path(run_dir)
     if format not in ("pointcloud", "mesh"):
-        raise ReconError(run_dir, f"NeRF runs export as pointcloud or mesh, not {format}")
-    out = Path(out) if out is not None else run_dir / f"{format}.ply"
+        raise ReconError(run.root, f"NeRF runs export as pointcloud or mesh, not {format}")
+    out = Path(out) if out is not None else run.export_dir / f"{format}.ply"
     if out.suffix.lower() != ".ply":
         raise ReconError(out, "NeRF exports are .ply files")
-    field, grid, ckpt = load_nerf(run_dir)
+    state = run.checkpoint()["state"]
+    field, grid = field_from_state(state, torch.device("cpu"), implementation=run.config.nerf.encoding)
     if format == "pointcloud":
         pts, cols = density_points(field, grid, resolution=resolution, density_threshold=density_threshold)
         if len(pts) == 0:
-            raise ReconError(run_dir, f"no density above {density_threshold} anywhere: nothing to export")
+            raise ReconError(run.root, f"no density above {density_threshold} anywhere: nothing to export")
         return write_points_ply(out, pts, cols)
-    from reconstruct.runs import load_run_scene
-
-    mesh = tsdf_mesh(field, grid, load_run_scene(run_dir), n_samples=int(ckpt.get("n_samples") or 128))
+    mesh = tsdf_mesh(field, grid, run.scene(), n_samples=int(state["n_samples"]))
     if len(mesh.triangles) == 0:
-        raise ReconError(run_dir, "TSDF fusion found no surface: nothing to export")
+        raise ReconError(run.root, "TSDF fusion found no surface: nothing to export")
     import open3d as o3d
 
-    tmp = _atomic_target(out)
-    try:
-        if not o3d.io.write_triangle_mesh(str(tmp), mesh):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "mesh.ply"
+        if not o3d.io.write_triangle_mesh(str(path), mesh):
             raise ReconError(out, "open3d could not write the mesh")
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        atomic_write_bytes(out, path.read_bytes())
     return out

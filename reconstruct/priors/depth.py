@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reconstruct.priors.config import MonoDepthConfig, SfmDepthConfig, ramp
+from reconstruct.priors.config import MonoDepthConfig, SfmDepthConfig
 
 
 # ---------------------------------------------------------------------- SfM depth
@@ -61,9 +61,9 @@ class SfmDepthLoss:
     def __init__(self, cfg: SfmDepthConfig, targets: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> None:
         self.cfg, self.targets = cfg, targets  # frame -> (pixels [M,2] long, depth [M])
 
-    def loss(self, trainer, view, render: torch.Tensor, step: int) -> torch.Tensor | None:
-        weight = ramp(self.cfg, step)
-        target = self.targets.get(view.frame)
+    def loss(self, ctx, render: torch.Tensor) -> torch.Tensor | None:
+        weight = self.cfg.schedule.weight(ctx.step, self.cfg.weight, enabled=self.cfg.enabled)
+        target = self.targets.get(ctx.view.frame)
         if weight == 0.0 or target is None or len(target[1]) == 0:
             return None
         px, z = target
@@ -131,7 +131,7 @@ def predict_mono_depth(scene, ids: list[int], cfg: MonoDepthConfig, cache_dir: P
         return None
     from PIL import Image
 
-    from reconstruct.runs import atomic_write_bytes
+    from scenes.fileio import atomic_write_bytes
 
     model.eval()
     folder.mkdir(parents=True, exist_ok=True)
@@ -191,9 +191,9 @@ class MonoDepthLoss:
             self.disp[i] = t if cfg.output_is_disparity else 1.0 / t.clamp_min(1e-6)
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
 
-    def loss(self, trainer, view, render: torch.Tensor, step: int) -> torch.Tensor | None:
-        w_p = ramp(self.cfg, step)
-        disp = self.disp.get(view.frame)
+    def loss(self, ctx, render: torch.Tensor) -> torch.Tensor | None:
+        w_p = self.cfg.schedule.weight(ctx.step, self.cfg.weight, enabled=self.cfg.enabled)
+        disp = self.disp.get(ctx.view.frame)
         if w_p == 0.0 or disp is None:
             return None
         depth = render[0, ..., 3]
@@ -202,7 +202,7 @@ class MonoDepthLoss:
             return None
         rendered_disp = 1.0 / depth[valid].clamp_min(1e-6)
         term = w_p * pearson_loss(rendered_disp, disp[valid])
-        w_r = ramp(self.cfg, step, self.cfg.ranking_weight)
+        w_r = self.cfg.schedule.weight(ctx.step, self.cfg.ranking_weight, enabled=self.cfg.enabled)
         if w_r > 0:
             term = term + w_r * ranking_loss(depth, disp, pairs=self.cfg.ranking_pairs, radius=self.cfg.ranking_radius,
                                              margin=self.cfg.ranking_margin, generator=self.generator)

@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reconstruct import gaussians as G
-from reconstruct.priors.config import DiffusionConfig, ramp
+from reconstruct.priors.config import DiffusionConfig
 from reconstruct.priors.pseudo import pseudo_camera
 
 
@@ -76,39 +75,38 @@ class DiffusionPrior:
         self.refreshed_at: list[int] = []
 
     def due(self, step: int) -> bool:
-        c = self.cfg
-        return c.enabled and step >= c.start and (c.stop is None or step <= c.stop) and (step - c.start) % max(c.interval, 1) == 0
+        c, s = self.cfg, self.cfg.schedule
+        return bool(c.enabled) and step >= s.start and (s.stop is None or step <= s.stop) and (step - s.start) % max(c.interval, 1) == 0
 
-    def refresh(self, trainer, step: int) -> None:
+    def refresh(self, ctx) -> None:
         """Render ``n_views`` novel cameras (no dropout), refine them, replace the targets."""
-        scene, dev = trainer.scene, trainer.device
-        rng = np.random.default_rng([self.seed, step, 41])
-        poses = [pseudo_camera(scene.T_world_cam, trainer.train_ids, rng, jitter=0.0, scene_scale=trainer.scene_scale)
+        scene, dev, step = ctx.scene, ctx.device, ctx.step
+        rng = ctx.rng("diffusion")
+        poses = [pseudo_camera(scene.T_world_cam, ctx.train_ids, rng, jitter=0.0, scene_scale=ctx.scene_scale)
                  for _ in range(self.cfg.n_views)]
         Ts = torch.as_tensor(np.stack([p for p, _ in poses]), dtype=torch.float32, device=dev)
         Ks = torch.as_tensor(np.stack([scene.Ks[f] for _, f in poses]), dtype=torch.float32, device=dev)
         with torch.no_grad():
-            renders, _, _ = G.render(G.activate(trainer.params), Ts, Ks, scene.width, scene.height,
-                                     sh_degree=trainer.active_sh_degree(step), background=trainer.background,
-                                     render_mode="RGB")
+            renders, _, _ = ctx.render(Ts, Ks, mode="RGB", modified=False)
         refined = refine(self.pipe, renders[..., :3], self.cfg, seed=self.seed * 7919 + step)
         self.targets = [(Ts[k:k + 1], Ks[k:k + 1], refined[k]) for k in range(len(poses))]
         self.refreshed_at.append(step)
 
-    def loss(self, trainer, view, render: torch.Tensor, step: int) -> torch.Tensor | None:
+    def loss(self, ctx, render: torch.Tensor) -> torch.Tensor | None:
+        step = ctx.step
         if self.due(step):
-            self.refresh(trainer, step)
-        weight = ramp(self.cfg, step)
+            self.refresh(ctx)
+        weight = self.cfg.schedule.weight(step, self.cfg.weight, enabled=self.cfg.enabled)
         if weight == 0.0 or not self.targets:
             return None
-        T, K, target = self.targets[(step // max(self.cfg.every, 1)) % len(self.targets)]
-        out, _, _ = G.render(trainer.training_gaussians(step), T, K, trainer.scene.width, trainer.scene.height,
-                             sh_degree=trainer.active_sh_degree(step), background=trainer.background, render_mode="RGB")
+        T, K, target = self.targets[(step // max(self.cfg.schedule.every, 1)) % len(self.targets)]
+        out, _, _ = ctx.render(T, K, mode="RGB")
         return weight * (out[0, ..., :3] - target).abs().mean()
 
 
-def attach_diffusion(trainer, cfg: DiffusionConfig, cache: Path) -> DiffusionPrior | None:
-    """Load the pipeline and add the prior; without weights say so once and leave the run unchanged."""
+def attach_diffusion(method, cfg: DiffusionConfig, seed: int) -> DiffusionPrior | None:
+    """Load the pipeline and add the prior to a SplatMethod; without weights say so once and leave
+    the run unchanged."""
     try:
         pipe = load_pipeline(cfg.model)
     except ImportError as err:
@@ -118,7 +116,7 @@ def attach_diffusion(trainer, cfg: DiffusionConfig, cache: Path) -> DiffusionPri
         msg = str(err).splitlines()[0][:160] if str(err) else ""
         print(f"recon: diffusion prior off: cannot load {cfg.model!r} ({type(err).__name__}: {msg})", file=sys.stderr)
         return None
-    pipe = pipe.to(trainer.device)
-    prior = DiffusionPrior(cfg, pipe, trainer.cfg.seed)
-    trainer.regularizers.append(prior)
+    pipe = pipe.to(method.device)
+    prior = DiffusionPrior(cfg, pipe, seed)
+    method.regularizers.append(prior)
     return prior

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import torch
 
+from typing import TYPE_CHECKING
+
 from reconstruct.gaussians import Activated
 from reconstruct.priors.config import DropoutConfig
+
+if TYPE_CHECKING:
+    from reconstruct.splatting import StepContext
 
 
 def dropout_rate(cfg: DropoutConfig, step: int) -> float:
     """The scheduled rate at ``step`` (0 when off)."""
-    if not cfg.enabled or step < cfg.start or (cfg.stop is not None and step > cfg.stop):
-        return 0.0
-    if cfg.warmup > 0:
-        return cfg.rate * min(1.0, (step - cfg.start + 1) / cfg.warmup)
-    return cfg.rate
+    return cfg.schedule.weight(step, cfg.rate, enabled=cfg.enabled)
 
 
 def dropout_mask(n: int, rate: float, *, seed: int, step: int, device: torch.device) -> torch.Tensor:
@@ -32,13 +33,14 @@ def dropout_mask(n: int, rate: float, *, seed: int, step: int, device: torch.dev
 
 
 class GaussianDropout:
-    """Trainer modifier: ``(gs, params, step) -> gs`` with dropped-out, compensated opacities."""
+    """Modifier: ``(gs, ctx) -> gs`` with dropped-out, compensated opacities."""
 
     def __init__(self, cfg: DropoutConfig, seed: int) -> None:
         self.cfg, self.seed = cfg, seed
         self.calls = 0  # several renders in one step (pseudo / binocular views) get different masks
 
-    def __call__(self, gs: Activated, params, step: int) -> Activated:
+    def __call__(self, gs: Activated, ctx: "StepContext") -> Activated:
+        step = ctx.step
         rate = dropout_rate(self.cfg, step)
         if rate <= 0.0:
             return gs

@@ -12,8 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from reconstruct import gaussians as G
-from reconstruct.priors.config import PseudoViewsConfig, ramp
+from reconstruct.priors.config import PseudoViewsConfig
 
 
 def _quat_from_matrix(R: np.ndarray) -> np.ndarray:
@@ -68,23 +67,18 @@ class PseudoViewLoss:
     name = "pseudo_views"
     needs_depth = False
 
-    def __init__(self, cfg: PseudoViewsConfig, seed: int) -> None:
-        self.cfg, self.seed = cfg, seed
+    def __init__(self, cfg: PseudoViewsConfig) -> None:
+        self.cfg = cfg
 
-    def loss(self, trainer, view, render: torch.Tensor, step: int) -> torch.Tensor | None:
-        weight = ramp(self.cfg, step)
-        if weight == 0.0 or len(trainer.train_ids) < 2:
+    def loss(self, ctx, render: torch.Tensor) -> torch.Tensor | None:
+        weight = self.cfg.schedule.weight(ctx.step, self.cfg.weight, enabled=self.cfg.enabled)
+        if weight == 0.0 or len(ctx.train_ids) < 2:
             return None
-        rng = np.random.default_rng([self.seed, step, 29])
-        scene = trainer.scene
-        T, frame = pseudo_camera(scene.T_world_cam, trainer.train_ids, rng, jitter=self.cfg.jitter,
-                                 scene_scale=trainer.scene_scale)
-        dev = trainer.device
-        out, alpha, _ = G.render(
-            trainer.training_gaussians(step), torch.as_tensor(T, dtype=torch.float32, device=dev)[None],
-            torch.as_tensor(scene.Ks[frame], dtype=torch.float32, device=dev)[None], scene.width, scene.height,
-            sh_degree=trainer.active_sh_degree(step), background=trainer.background, render_mode="RGB+ED",
-        )
+        scene, dev = ctx.scene, ctx.device
+        T, frame = pseudo_camera(scene.T_world_cam, ctx.train_ids, ctx.rng("pseudo_views"), jitter=self.cfg.jitter,
+                                 scene_scale=ctx.scene_scale)
+        out, alpha, _ = ctx.render(torch.as_tensor(T, dtype=torch.float32, device=dev)[None],
+                                   torch.as_tensor(scene.Ks[frame], dtype=torch.float32, device=dev)[None], mode="RGB+ED")
         term = self.cfg.smooth_weight * edge_aware_smoothness(out[0, ..., 3], out[0, ..., :3])
         term = term + self.cfg.opacity_weight * opacity_entropy(alpha[0, ..., 0])
         return weight * term

@@ -1,6 +1,6 @@
 """What the live viewer costs a training run: steps/s with and without it, in the same run.
 
-    python -m viewer.bench_live SCENE [--views 8] [--resolution 200] [--block 150] [--blocks 6] [--browser]
+    recon bench live SCENE [--views 8] [--resolution 200] [--block 150] [--blocks 6] [--browser]
 
 One trainer, alternating blocks of steps without and with the viewer hook (ABAB..., so slow
 drifts such as other jobs on the machine hit both sides); densification is off so the Gaussian
@@ -15,7 +15,6 @@ time for both sides alike, CPU time less so), plus the hook's own time on the tr
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import statistics
@@ -31,10 +30,10 @@ class _StepOnly:
     def __init__(self, hook) -> None:
         self.hook = hook
 
-    def on_step(self, trainer, result) -> None:
-        self.hook.on_step(trainer, result)
+    def on_step(self, method, state, out) -> None:
+        self.hook.on_step(method, state, out)
 
-    def on_end(self, trainer) -> None:
+    def on_end(self, method, state) -> None:
         pass
 
 
@@ -43,43 +42,39 @@ def measure(scene_path: Path, *, views: int, resolution: int, block: int, blocks
     import numpy as np
     import torch
 
-    from reconstruct.config import TrainConfig
-    from reconstruct.init import initial_points
-    from reconstruct.run_train import attach_extensions
-    from reconstruct.train import Trainer
+    from reconstruct.config import SplatTrainConfig, resolve
+    from reconstruct.loop import LoopState, train_loop
+    from reconstruct.training import build_method
     from scenes import load_scene
     from viewer.live import LiveConfig, LiveViewerHook
 
-    cfg = TrainConfig(scene=scene_path, views=views)
+    cfg = SplatTrainConfig(scene=scene_path, views=views, iters=block * blocks, device="cpu")
     cfg = dataclasses.replace(
         cfg,
         data=dataclasses.replace(cfg.data, resolution=resolution),
         init=dataclasses.replace(cfg.init, kind="random", n_random=n_random),
         densify=dataclasses.replace(cfg.densify, enabled=False),
-        optim=dataclasses.replace(cfg.optim, iters=block * blocks),
     )
+    cfg = resolve(cfg, device_type="cpu")
     torch.manual_seed(0)
     np.random.seed(0)
     scene = load_scene(scene_path, views=views, resolution=resolution)
     page = None
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(cfg, scene, Path(tmp), torch.device("cpu"))
-        points, colors, _ = initial_points(cfg, scene)
-        trainer.initialize(points, colors)
-        attach_extensions(trainer)
-        hook = LiveViewerHook(trainer, port=0, config=LiveConfig(every=every))
+        method = build_method(cfg, scene, torch.device("cpu"), cache_dir=Path(tmp))
+        n_gaussians = len(method.model)
+        hook = LiveViewerHook(method, port=0, config=LiveConfig(every=every))
         if browser:
             page = _open_browser(hook.viewer.url)
         rates: dict[str, list[float]] = {"plain": [], "viewer": []}
         cpu: dict[str, list[float]] = {"plain": [], "viewer": []}  # process CPU seconds per step (all threads)
-        trainer.cfg.optim.iters = 20
-        trainer.run([])  # warm-up (numba compilation, caches): not timed
+        state = train_loop(method, LoopState(), until=20, show_progress=False)  # warm-up (numba compilation): not timed
         for b in range(blocks):
             use = b % 2 == 1
-            trainer.cfg.optim.iters = trainer.step + block
             key = "viewer" if use else "plain"
             t0, c0 = time.perf_counter(), time.process_time()
-            trainer.run([_StepOnly(hook)] if use else [])
+            state = train_loop(method, state, until=state.step + block, hooks=[_StepOnly(hook)] if use else [],
+                               show_progress=False)
             rates[key].append(block / (time.perf_counter() - t0))
             cpu[key].append((time.process_time() - c0) / block)
             print(f"block {b} ({key}): {rates[key][-1]:.2f} steps/s, {1000 * cpu[key][-1]:.0f} CPU-ms/step",
@@ -97,7 +92,7 @@ def measure(scene_path: Path, *, views: int, resolution: int, block: int, blocks
         around = rates["plain"][j:j + 2]
         paired.append(100.0 * (1.0 - v / statistics.mean(around)))
     return {
-        "scene": str(scene_path), "views": views, "resolution": resolution, "gaussians": len(points),
+        "scene": str(scene_path), "views": views, "resolution": resolution, "gaussians": n_gaussians,
         "block_steps": block, "blocks": blocks, "push_every": every, "browser_connected": browser,
         "steps_per_s_plain": rates["plain"], "steps_per_s_viewer": rates["viewer"],
         "slowdown_percent": 100.0 * (1.0 - viewed / plain),
@@ -120,24 +115,3 @@ def _open_browser(url: str):
     page.goto(url)
     page.get_by_text("Connected", exact=True).wait_for(timeout=30_000)
     return p, b
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m viewer.bench_live", description=__doc__.split("\n\n")[0])
-    ap.add_argument("scene", type=Path)
-    ap.add_argument("--views", type=int, default=8)
-    ap.add_argument("--resolution", type=int, default=200)
-    ap.add_argument("--block", type=int, default=150)
-    ap.add_argument("--blocks", type=int, default=6)
-    ap.add_argument("--every", type=int, default=100)
-    ap.add_argument("--n-random", type=int, default=20_000)
-    ap.add_argument("--browser", action="store_true")
-    a = ap.parse_args(argv)
-    out = measure(a.scene, views=a.views, resolution=a.resolution, block=a.block, blocks=a.blocks,
-                  every=a.every, n_random=a.n_random, browser=a.browser)
-    print(json.dumps(out, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -5,7 +5,7 @@ Protocols: fern 3 views (train images 1, 10, 19; test 0, 8, 16) and lego 8 views
 The CPU budget is small, so images are reduced (``--fern-resolution`` / ``--lego-resolution``
 pixels wide) and the step budget is short; the densification and prior schedules are scaled to
 the budget. Outputs: a markdown table (stdout), results.json, table.md and bars.png in ``--out``.
-``recon bench priors`` runs the defaults; ``python -m reconstruct.priors.bench --help`` lists the flags.
+``recon bench priors --help`` lists the flags.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import dataclasses
 import json
 import sys
 import time
-from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -22,85 +22,66 @@ import numpy as np
 VARIANTS_ALONE = ("dropout", "binocular", "dense_init", "pseudo_views", "sfm_depth", "mono_depth", "diffusion")
 
 
-@dataclass
-class PriorsBenchConfig:
-    """What `recon bench priors` measures."""
-
-    data: Path | None = None
-    """Folder holding blender_lego and llff_fern (default ../shared/data next to the repository)."""
-    out: Path = Path("outputs/bench_priors")
-    """Where results.json, table.md, bars.png and the shared prior cache go."""
-    scenes: tuple[str, ...] = ("fern3", "lego8")
-    """Protocols to run: fern3 (LLFF fern, 3 views), lego8 (Blender lego, 8 views)."""
-    variants: tuple[str, ...] = ("vanilla", "sparse", *VARIANTS_ALONE)
-    """vanilla, sparse, or a prior name (that prior alone on top of vanilla)."""
-    seeds: tuple[int, ...] = (0, 1, 2)
-    """Seeds (mean and standard deviation are reported)."""
-    iters: int = 200
-    """Training steps per run (densification and prior schedules are scaled to it)."""
-    fern_resolution: int = 126
-    """Fern image width in pixels (1/8 resolution is 504)."""
-    lego_resolution: int = 100
-    """Lego image width in pixels (the papers use 400)."""
-    lego_test_every: int = 8
-    """Every k-th of the 200 lego test frames (8 = the common 25-view subset)."""
-    threads: int | None = None
-    """CPU threads for torch and numba in this process (None = their defaults; 1 is faster on a
-    machine already oversubscribed by other jobs)."""
-    json: bool = False
-    """Print one JSON object instead of the table."""
+PriorsBenchConfig = Any
+"""recon.bench.PriorsBench (the flags)."""
 
 
 def _data_root(cfg: PriorsBenchConfig) -> Path:
-    return Path(cfg.data) if cfg.data else Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    from recon.bench.common import REPO
+
+    return Path(cfg.data) if cfg.data else REPO.parent / "shared" / "data"
 
 
 def budget_config(cfg, iters: int):
-    """Scale the densification and prior schedules of TrainConfig ``cfg`` to a short run of ``iters`` steps."""
+    """Scale the densification and prior schedules of a SplatTrainConfig to a short run of ``iters`` steps."""
     d = dataclasses.replace(cfg.densify, refine_start_iter=max(iters // 6, 1), refine_stop_iter=int(iters * 0.7),
                             refine_every=max(iters // 15, 5), reset_every=10 * iters)
     p = cfg.priors
+
+    def start(sub, at: int):
+        return dataclasses.replace(sub, schedule=dataclasses.replace(sub.schedule, start=at))
+
     p = dataclasses.replace(
-        p,
-        binocular=dataclasses.replace(p.binocular, start=iters // 5),
-        pseudo_views=dataclasses.replace(p.pseudo_views, start=iters // 4),
-        diffusion=dataclasses.replace(p.diffusion, start=iters // 3, interval=max(iters // 3, 1)),
+        p, binocular=start(p.binocular, iters // 5), pseudo_views=start(p.pseudo_views, iters // 4),
+        diffusion=dataclasses.replace(start(p.diffusion, iters // 3), interval=max(iters // 3, 1)),
     )
-    return dataclasses.replace(cfg, densify=d, priors=p,
-                               optim=dataclasses.replace(cfg.optim, iters=iters),
+    return dataclasses.replace(cfg, densify=d, priors=p, iters=iters,
                                output=dataclasses.replace(cfg.output, checkpoint_every=10 * iters, eval_at_end=False))
 
 
 def variant_config(name: str, scene_path: Path, views: int, seed: int, bench: PriorsBenchConfig, cache: Path):
-    from reconstruct.presets import preset_config
-    from reconstruct.priors.presets import with_priors
+    """The resolved config of one variant: vanilla, sparse, or one prior alone on top of vanilla."""
+    from reconstruct.config import SplatTrainConfig, resolve
 
     if name in ("vanilla", "sparse"):
-        cfg = preset_config(name, scene_path, views)
+        cfg = SplatTrainConfig(scene=scene_path, views=views, preset=name)  # type: ignore[arg-type]
     else:
-        cfg = preset_config("vanilla", scene_path, views)
-        cfg = dataclasses.replace(cfg, preset=f"vanilla+{name}", priors=with_priors(cfg.priors, [name]))
-    cfg = dataclasses.replace(cfg, seed=seed, priors=dataclasses.replace(cfg.priors, cache_dir=cache))
-    return budget_config(cfg, bench.iters)
+        cfg = SplatTrainConfig(scene=scene_path, views=views, preset="vanilla")
+        if name == "dense_init":
+            cfg = dataclasses.replace(cfg, init=dataclasses.replace(cfg.init, kind="dense"))
+        else:
+            sub = dataclasses.replace(getattr(cfg.priors, name), enabled=True)
+            cfg = dataclasses.replace(cfg, priors=dataclasses.replace(cfg.priors, **{name: sub}))
+    cfg = dataclasses.replace(cfg, seed=seed, device="cpu", priors=dataclasses.replace(cfg.priors, cache_dir=cache))
+    return budget_config(resolve(cfg, device_type="cpu"), bench.iters)
 
 
 def run_one(cfg, scene, run_dir: Path) -> dict:
     """Train one configuration and score its test views (no LPIPS: no weights here)."""
     import torch
 
+    from recon.bench.common import train_config
     from reconstruct.evaluate import evaluate
     from reconstruct.gaussians import activate
-    from reconstruct.run_train import train_splats
 
-    run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    trainer = train_splats(cfg, scene, run_dir, device=torch.device("cpu"), resume=False)
+    method, state = train_config(cfg, scene=scene)
     wall = time.perf_counter() - t0
     with torch.no_grad():
-        res = evaluate(activate(trainer.params), scene, device=torch.device("cpu"), with_lpips=False)
-    return {"psnr": res["psnr"], "ssim": res["ssim"], "train_seconds": trainer.seconds, "wall_seconds": wall,
-            "n_gaussians": len(trainer.params["means"]), "init": trainer.history[0].get("init") if trainer.history else None,
-            "regularizers": [r.name for r in trainer.regularizers], "modifiers": len(trainer.modifiers)}
+        res = evaluate(activate(method.model.params), scene, device=torch.device("cpu"), with_lpips=False)
+    return {"psnr": res["psnr"], "ssim": res["ssim"], "train_seconds": state.seconds, "wall_seconds": wall,
+            "n_gaussians": len(method.model), "init": method.init_record.get("init"),
+            "regularizers": [r.name for r in method.regularizers], "modifiers": len(method.modifiers)}
 
 
 def _available(name: str, cfg) -> str | None:
@@ -212,7 +193,7 @@ def bar_chart(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from reconstruct.runs import atomic_write_bytes
+    from scenes.fileio import atomic_write_bytes
 
     keys = [k for k, v in results["scenes"].items() if "variants" in v]
     fig, axes = plt.subplots(1, max(len(keys), 1), figsize=(6 * max(len(keys), 1), 4), squeeze=False)
@@ -233,7 +214,7 @@ def bar_chart(results: dict, path: Path) -> None:
 
 
 def write_outputs(results: dict, out: Path) -> str:
-    from reconstruct.runs import atomic_write_text
+    from scenes.fileio import atomic_write_text
 
     text = markdown(results)
     atomic_write_text(Path(out) / "results.json", json.dumps(results, indent=2, default=str))
@@ -242,15 +223,9 @@ def write_outputs(results: dict, out: Path) -> str:
     return text
 
 
-def run_bench(json_out: bool, cfg: PriorsBenchConfig | None = None) -> int:
-    cfg = cfg or PriorsBenchConfig()
+def run_bench(cfg) -> int:
     results = run(cfg)
     text = write_outputs(results, cfg.out)
-    print(json.dumps(results, default=str) if (json_out or cfg.json) else text)
+    print(json.dumps(results, default=str) if cfg.json else text)
     return 0
 
-
-if __name__ == "__main__":
-    import tyro
-
-    sys.exit(run_bench(False, tyro.cli(PriorsBenchConfig, prog="python -m reconstruct.priors.bench")))

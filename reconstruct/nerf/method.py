@@ -1,9 +1,8 @@
-"""`recon train --method nerf`: the hash-grid NeRF training loop, checkpoints, resume, evaluation.
+"""The hash-grid NeRF as a ``Method`` (one step = one batch of rays), and its rendering.
 
-Follows the splat trainer's conventions: the run folder and atomic writes of ``reconstruct.runs``,
-the metrics/renders/grid of ``reconstruct.evaluate``, a rich progress bar, ``history`` curves,
-``checkpoint.pt`` every ``checkpoint_every`` steps (model, optimizer, occupancy grid, step, RNG
-states, history) so ``recon train --resume RUN`` continues bit for bit where it stopped.
+The one training loop (reconstruct.loop) drives it like the splats: checkpoints, resume, history,
+the NaN guard and progress are the loop's. ``field_from_state`` rebuilds a field for evaluation
+from a checkpoint state without a scene.
 """
 
 from __future__ import annotations
@@ -11,13 +10,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from reconstruct.config import NerfTrainConfig
+from reconstruct.method import NonFiniteError, StepOutput
 from reconstruct.nerf.config import NerfConfig
 from reconstruct.nerf.field import FieldConfig, NerfField, SceneSpace
 from reconstruct.nerf.hash_encoding import HashGridConfig
@@ -52,7 +51,7 @@ def camera_rays(K: torch.Tensor, T_world_cam: torch.Tensor, xs: torch.Tensor, ys
 
 
 def build_field(ncfg: NerfConfig, space: SceneSpace, device: torch.device) -> tuple[NerfField, FieldConfig]:
-    log2 = ncfg.log2_hashmap_size or (17 if device.type == "cpu" else 19)
+    log2 = int(ncfg.log2_hashmap_size or 17)
     scale = math.exp(math.log(ncfg.max_resolution / 16) / max(1, ncfg.n_levels - 1))
     fcfg = FieldConfig(grid=HashGridConfig(n_levels=ncfg.n_levels, log2_hashmap_size=log2, per_level_scale=scale))
     return NerfField(fcfg, space, implementation=ncfg.encoding).to(device), fcfg
@@ -62,29 +61,30 @@ def _occ_step_size(space: SceneSpace, n_samples: int) -> float:
     return 2.0 * space.radius * math.sqrt(3.0) / n_samples
 
 
-class NerfTrainer:
-    """Owns the field, occupancy grid, optimizer and the training pixels of one run."""
+class NerfMethod:
+    """The field, occupancy grid, optimizer and training pixels of one run, as a ``Method``."""
 
-    def __init__(self, cfg, scene: SceneData, run_dir: Path, device: torch.device,
+    name = "nerf"
+
+    def __init__(self, cfg: NerfTrainConfig, scene: SceneData, device: torch.device,
                  ncfg: NerfConfig | None = None) -> None:
-        self.cfg, self.scene, self.run_dir, self.device = cfg, scene, Path(run_dir), device
-        self.ncfg = ncfg or getattr(cfg, "nerf", None) or NerfConfig()
-        self.iters = int(cfg.optim.iters)
-        self.regularize = self.ncfg.regularize == "on" or (
-            self.ncfg.regularize == "auto" and len(scene.train_ids) <= 9)
-        self.space = scene_space(scene, self.ncfg.space)
-        self.field, self.field_config = build_field(self.ncfg, self.space, device)
-        res = self.ncfg.grid_resolution or (48 if device.type == "cpu" else 128)
-        self.n_samples = self.ncfg.n_samples or (64 if device.type == "cpu" else 128)
-        self.rays_per_batch = self.ncfg.rays_per_batch or (512 if device.type == "cpu" else 4096)
-        self.grid = OccupancyGrid(res, step_size=_occ_step_size(self.space, self.n_samples),
-                                  decay=self.ncfg.grid_decay, device=device)
-        hash_params = [self.field.encoding.params]
-        mlp_params = [p for n, p in self.field.named_parameters() if not n.startswith("encoding.")]
-        self.optimizer = torch.optim.Adam(
-            [{"params": hash_params, "weight_decay": 0.0},
-             {"params": mlp_params, "weight_decay": self.ncfg.weight_decay_mlp}],
-            lr=self.ncfg.lr, betas=(0.9, 0.99), eps=1e-15)
+        """``cfg`` must be resolved (``reconstruct.config.resolve``: no device-dependent None left);
+        ``ncfg`` overrides its model options (a compressed field's smaller table)."""
+        self.scene, self.device, self.seed = scene, device, cfg.seed
+        self.ncfg = ncfg or cfg.nerf
+        n = self.ncfg
+        assert None not in (n.log2_hashmap_size, n.n_samples, n.rays_per_batch, n.grid_resolution), "resolve the config"
+        self.regularize = n.regularize == "on"
+        self.lr_schedule = (0, int(cfg.iters))
+        """(first step, last step) of the learning-rate schedule (warm-up, decay); a later phase such as
+        compression fine-tuning restarts it."""
+        self.space = scene_space(scene, n.space)
+        self.field, self.field_config = build_field(n, self.space, device)
+        self.n_samples = int(n.n_samples)
+        self.rays_per_batch = int(n.rays_per_batch)
+        self.grid = OccupancyGrid(int(n.grid_resolution), step_size=_occ_step_size(self.space, self.n_samples),
+                                  decay=n.grid_decay, device=device)
+        self.optimizer = self._make_optimizer()
         self.background = torch.tensor(scene.background, dtype=torch.float32, device=device)
         ids = list(scene.train_ids)
         self.train_ids = ids
@@ -92,10 +92,19 @@ class NerfTrainer:
         self.Ks = torch.as_tensor(np.asarray(scene.Ks)[ids], dtype=torch.float32, device=device)
         self.poses = torch.as_tensor(np.asarray(scene.T_world_cam)[ids], dtype=torch.float32, device=device)
         self.depth_prior = self._load_depth_prior()
-        self.step, self.seconds, self.history = 0, 0.0, []
-        self.schedule_start = 0
-        """Step the learning-rate schedule (warm-up, decay to ``iters``) counts from; a later phase
-        such as compression fine-tuning sets it to restart the schedule."""
+        self.after_step: list = []
+        """Callbacks ``fn(step)`` after the optimizer stepped (e.g. the ADMM pruner)."""
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        hash_params = [self.field.encoding.params]
+        mlp_params = [p for n, p in self.field.named_parameters() if not n.startswith("encoding.")]
+        return torch.optim.Adam([{"params": hash_params, "weight_decay": 0.0},
+                                 {"params": mlp_params, "weight_decay": self.ncfg.weight_decay_mlp}],
+                                lr=self.ncfg.lr, betas=(0.9, 0.99), eps=1e-15)
+
+    def rebuild_optimizer(self) -> None:
+        """A fresh Adam over the field's current parameters (after wrapping or replacing a part)."""
+        self.optimizer = self._make_optimizer()
 
     # ----------------------------------------------------------------------------- data
     def _load_depth_prior(self) -> torch.Tensor | None:
@@ -140,7 +149,8 @@ class NerfTrainer:
     def level_mask(self, step: int) -> torch.Tensor | None:
         if not self.regularize or self.ncfg.freq_reg_fraction <= 0:
             return None
-        m = frequency_mask(step, self.ncfg.n_levels, end_step=int(self.ncfg.freq_reg_fraction * self.iters),
+        total = self.lr_schedule[1]
+        m = frequency_mask(step, self.ncfg.n_levels, end_step=int(self.ncfg.freq_reg_fraction * total),
                            start_levels=self.ncfg.freq_reg_start_levels)
         return None if bool((m == 1).all()) else m.to(self.device)
 
@@ -148,14 +158,12 @@ class NerfTrainer:
         return RenderOptions(n_samples=self.n_samples, stratified=training,
                              early_stop_in_training=self.ncfg.early_stop_in_training)
 
-    def train_step(self) -> dict:
-        """One optimization step; returns the logged numbers."""
-        t0 = time.perf_counter()
-        step = self.step
+    def train_step(self, step: int) -> StepOutput:
         mask = self.level_mask(step)
         self.grid.update(step, self.field, level_mask=mask)
+        start, total = self.lr_schedule
         for group in self.optimizer.param_groups:
-            group["lr"] = self.ncfg.lr * lr_lambda(step - self.schedule_start, total=self.iters - self.schedule_start)
+            group["lr"] = self.ncfg.lr * lr_lambda(step - start, total=total - start)
         n_rand = self.rays_per_batch
         use_rank = self.depth_prior is not None and self.ncfg.depth_rank_weight > 0
         v, ys, xs = self._sample_pixels(n_rand)
@@ -187,65 +195,57 @@ class NerfTrainer:
                 terms["rank"] = float(rank.detach())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if not bool(torch.isfinite(loss)):
+            raise NonFiniteError(f"non-finite loss at step {step}")
         self.optimizer.step()
-        self.step += 1
-        self.seconds += time.perf_counter() - t0
+        for fn in self.after_step:
+            fn(step)
         psnr = -10.0 * math.log10(max(float(mse.detach()), 1e-10))
-        return {"step": self.step, "loss": float(loss.detach()), "psnr": psnr,
-                "samples_per_ray": out["n_evaluated"] / len(v), "occupancy": self.grid.occupancy_fraction(), **terms}
+        terms.update(samples_per_ray=out["n_evaluated"] / len(v), occupancy=self.grid.occupancy_fraction())
+        return StepOutput(float(loss.detach()), psnr, self.n_params(), terms)
 
-    def run(self, *, progress: bool = True) -> None:
-        """Train to ``iters`` steps with a progress bar, curves and checkpoints."""
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    def discard_step(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
 
-        out = self.cfg.output
-        bar = Progress(TextColumn("[bold]nerf"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
-                       TimeRemainingColumn(), disable=not progress)
-        with bar:
-            task = bar.add_task("train", total=self.iters, completed=self.step, stats="")
-            t0, s0 = time.perf_counter(), self.step
-            while self.step < self.iters:
-                r = self.train_step()
-                if r["step"] % out.log_every == 0 or self.step == self.iters:
-                    self.history.append(r)
-                if self.step % out.checkpoint_every == 0 and self.step < self.iters:
-                    self.save_checkpoint()
-                if r["step"] % 10 == 0 or self.step == self.iters:
-                    rate = (self.step - s0) / max(time.perf_counter() - t0, 1e-9)
-                    bar.update(task, completed=self.step, stats=(
-                        f"loss {r['loss']:.4f}  psnr {r['psnr']:5.2f}  samples/ray {r['samples_per_ray']:.1f}"
-                        f"  occupied {100 * r['occupancy']:.0f}%  {rate:.2f} steps/s"))
-        self.save_checkpoint()
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.field.parameters())
+
+    def stats_text(self, out: StepOutput) -> str:
+        t = out.terms
+        return (f"loss {out.loss:.4f}  psnr {out.psnr:5.2f}  samples/ray {t.get('samples_per_ray', 0):.1f}"
+                f"  occupied {100 * t.get('occupancy', 0):.0f}%")
+
+    def render_view(self, frame: int) -> tuple[torch.Tensor, torch.Tensor]:
+        s = self.scene
+        rgb, depth, _ = render_image(self.field, self.grid, s.Ks[frame], s.T_world_cam[frame], s.width, s.height,
+                                     near=s.near, far=s.far, background=s.background, n_samples=self.n_samples,
+                                     chunk=self.ncfg.eval_chunk)
+        return rgb, depth
 
     # ----------------------------------------------------------------------------- state
     def state_dict(self) -> dict:
-        from reconstruct.runs import rng_state
-
         return {
-            "method": "nerf", "step": self.step, "seconds": self.seconds, "history": self.history,
-            "field": {k: v.detach().cpu() for k, v in self.field.state_dict().items()},
-            "field_config": dataclasses.asdict(self.field_config), "space": self.space.to_dict(),
-            "nerf_config": json.loads(json.dumps(dataclasses.asdict(self.ncfg), default=str)),
-            "n_samples": self.n_samples, "grid": self.grid.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "rng": rng_state(),
+            "field": {k: v.detach().cpu().clone() for k, v in self.field.state_dict().items()},
+            "field_config": json.loads(json.dumps(dataclasses.asdict(self.field_config))), "space": self.space.to_dict(),
+            "n_samples": self.n_samples, "grid": {k: (v.detach().cpu().clone() if torch.is_tensor(v) else v)
+                                                  for k, v in self.grid.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(), "lr_schedule": list(self.lr_schedule),
         }
 
-    def save_checkpoint(self) -> None:
-        from reconstruct.runs import atomic_torch_save
-
-        atomic_torch_save(self.run_dir / "checkpoint.pt", self.state_dict())
-
-    def restore(self, ckpt: dict) -> None:
-        from reconstruct.runs import set_rng_state
-
-        if ckpt.get("method") != "nerf":
-            raise ReconError(self.run_dir / "checkpoint.pt", "checkpoint is not a NeRF run")
-        self.field.load_state_dict({k: v.to(self.device) for k, v in ckpt["field"].items()})
-        self.grid.load_state_dict(ckpt["grid"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.step, self.seconds = int(ckpt["step"]), float(ckpt["seconds"])
-        self.history = list(ckpt["history"])
-        set_rng_state(ckpt["rng"])
+    def load_state_dict(self, state: dict, *, strict: bool = True) -> None:
+        """Restore a state; ``strict=False`` loads everything but a hash table of another size (and
+        keeps the fresh optimizer)."""
+        field_state = {k: v.to(self.device) for k, v in state["field"].items()}
+        if strict:
+            self.field.load_state_dict(field_state)
+        else:
+            field_state.pop("encoding.params", None)
+            missing, unexpected = self.field.load_state_dict(field_state, strict=False)
+            assert missing == ["encoding.params"] and not unexpected, (missing, unexpected)
+        self.grid.load_state_dict(state["grid"])
+        if strict:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.lr_schedule = tuple(int(v) for v in state["lr_schedule"])  # type: ignore[assignment]
 
 
 # --------------------------------------------------------------------------------- rendering / eval
@@ -286,76 +286,13 @@ def evaluate_nerf(field: NerfField, grid: OccupancyGrid | None, scene: SceneData
     return {"method": "nerf", **evaluate_views(render_view, scene, ids=ids, out_dir=out_dir)}
 
 
-def load_nerf(run_dir: Path, device: torch.device | None = None) -> tuple[NerfField, OccupancyGrid, dict]:
-    """Field, occupancy grid and checkpoint dict of a NeRF run folder."""
-    from reconstruct.runs import load_checkpoint
-
-    device = device or torch.device("cpu")
-    ckpt = load_checkpoint(run_dir)
-    if ckpt.get("method") != "nerf":
-        raise ReconError(run_dir, "not a NeRF run (train it with --method nerf)")
-    fc = ckpt["field_config"]
+def field_from_state(state: dict, device: torch.device, *, implementation: str = "auto") -> tuple[NerfField, OccupancyGrid]:
+    """The field and occupancy grid a NerfMethod state holds (evaluation only: no optimizer, no scene)."""
+    fc = state["field_config"]
     fcfg = FieldConfig(**{**fc, "grid": HashGridConfig(**fc["grid"])})
-    space = SceneSpace.from_dict(ckpt["space"])
-    impl = ckpt["nerf_config"].get("encoding", "auto")
-    field = NerfField(fcfg, space, implementation=impl).to(device)
-    field.load_state_dict({k: v.to(device) for k, v in ckpt["field"].items()})
-    grid_state = ckpt["grid"]
+    field = NerfField(fcfg, SceneSpace.from_dict(state["space"]), implementation=implementation).to(device)
+    field.load_state_dict({k: v.to(device) for k, v in state["field"].items()})
+    grid_state = state["grid"]
     grid = OccupancyGrid(int(grid_state["resolution"]), step_size=1.0, device=device)
     grid.load_state_dict(grid_state)
-    return field.eval(), grid, ckpt
-
-
-def evaluate_nerf_run(run_dir: Path, *, cfg=None, scene: SceneData | None = None,
-                      device: torch.device | None = None, write: bool = True) -> dict:
-    """`recon eval RUN` for a NeRF run: scores on the run's test views (renders, grid.png, metrics.json)."""
-    from reconstruct.runs import atomic_write_text, load_config, load_run_scene
-
-    run_dir = Path(run_dir)
-    cfg = cfg or load_config(run_dir)
-    scene = scene or load_run_scene(run_dir, cfg=cfg)
-    field, grid, ckpt = load_nerf(run_dir, device)
-    n_samples = int(ckpt.get("n_samples") or 128)
-    result = evaluate_nerf(field, grid, scene, n_samples=n_samples, out_dir=run_dir if write else None)
-    result.update(n_params=sum(p.numel() for p in field.parameters()), train_seconds=float(ckpt["seconds"]),
-                  iters=int(ckpt["step"]))
-    if write:
-        atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2))
-    return result
-
-
-def train_nerf(cfg, scene: SceneData, run_dir: Path, *, device: torch.device, resume: bool,
-               ncfg: NerfConfig | None = None, progress: bool = True) -> int:
-    """Entry point of ``recon train --method nerf`` (called by reconstruct.run_train)."""
-    from reconstruct.runs import atomic_write_text, load_checkpoint
-
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    trainer = NerfTrainer(cfg, scene, run_dir, device, ncfg)
-    if resume:
-        trainer.restore(load_checkpoint(run_dir))
-    else:
-        trainer.save_checkpoint()
-    trainer.run(progress=progress)
-    try:
-        from reconstruct.evaluate import plot_curves
-
-        plot_curves([h for h in trainer.history if "loss" in h], run_dir / "curves.png")
-    except ModuleNotFoundError:
-        pass
-    atomic_write_text(run_dir / "history.json", json.dumps(trainer.history, indent=1))
-    if not cfg.output.eval_at_end:
-        return 0
-    trainer.field.eval()
-    result = evaluate_nerf(trainer.field, trainer.grid, scene, n_samples=trainer.n_samples, out_dir=run_dir,
-                           chunk=trainer.ncfg.eval_chunk)
-    result.update(n_params=sum(p.numel() for p in trainer.field.parameters()), train_seconds=trainer.seconds,
-                  iters=trainer.step, regularized=trainer.regularize)
-    atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2))
-    try:
-        from reconstruct.hooks import print_metrics
-
-        print_metrics(result, title=f"{run_dir}: test views (nerf)", file=sys.stdout)
-    except ModuleNotFoundError:
-        print(json.dumps({k: result[k] for k in ("psnr", "ssim", "n_test")}))
-    return 0
+    return field.eval(), grid

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconstruct.runs import atomic_write_text
+from scenes.fileio import atomic_write_text
 
 #: Published averages (PSNR, SSIM, LPIPS) from DESIGN.md, per protocol.
 PUBLISHED = {
@@ -47,16 +47,13 @@ def protocols(data_root: Path, iters: int, fern_width: int, lego_width: int) -> 
     ]
 
 
-def shared_data_root() -> Path | None:
-    root = Path(__file__).resolve().parents[2] / "shared" / "data"
-    return root if root.is_dir() else None
-
-
 def run_bench(json_out: bool = False, *, iters: int = 1000, fern_width: int = 252, lego_width: int = 100,
               out_dir: Path = Path("outputs/bench")) -> int:
     """Defaults fit a 2-core CPU (about 10 minutes each); on a GPU use --iters 7000 and the papers'
     resolutions (504 and 400 px wide)."""
-    from reconstruct.cli import main as cli
+    from recon.bench.common import shared_data_root
+    from recon.cli import main as cli
+    from reconstruct.run import Run
 
     root = shared_data_root()
     if root is None:
@@ -72,7 +69,7 @@ def run_bench(json_out: bool = False, *, iters: int = 1000, fern_width: int = 25
         if code != 0:
             return code
         wall = time.perf_counter() - t0
-        metrics = json.loads((run_dir / "metrics.json").read_text())
+        metrics = json.loads(Run(run_dir).metrics_path().read_text())
         rows.append({
             "protocol": proto.name, "scene": Path(proto.scene).name, "views": proto.views, "iters": iters,
             "note": proto.note, "psnr": metrics["psnr"], "ssim": metrics["ssim"], "lpips": metrics["lpips"],

@@ -1,7 +1,7 @@
 """How many splats the browser client draws at interactive rates: frames per second while the
 server orbits the view at 30 Hz, in headless chromium, for growing splat counts.
 
-    python -m viewer.bench_browser [--counts 10000 50000 100000 300000] [--seconds 3]
+    recon bench browser [--counts 10000 50000 100000 300000] [--seconds 3]
 
 A frame is counted when a requestAnimationFrame tick saw at least one WebGL draw call (viser
 renders on demand, so idle ticks draw nothing). On a machine without a GPU chromium draws with
@@ -10,7 +10,6 @@ SwiftShader (software WebGL on the CPU), so these numbers are a floor for a user
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
@@ -117,18 +116,3 @@ def _measure_page(page, viewer, n: int, *, seconds: float, width: int, height: i
     dt = time.perf_counter() - t1
     return {"splats": n, "fps_while_orbiting": frames / dt, "load_s": load_s, "camera_moves": k,
             "viewport": f"{width}x{height}"}
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m viewer.bench_browser", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--counts", type=int, nargs="+", default=[1_000, 10_000, 30_000, 100_000])
-    ap.add_argument("--seconds", type=float, default=3.0)
-    ap.add_argument("--width", type=int, default=960)
-    ap.add_argument("--height", type=int, default=540)
-    a = ap.parse_args(argv)
-    measure(a.counts, seconds=a.seconds, width=a.width, height=a.height)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

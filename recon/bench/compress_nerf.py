@@ -8,51 +8,50 @@ checkpoint and is scored on the test views:
 - ``fine-tune, table/2^k``: the table folded to 2^k times fewer entries, no gate (control);
 - ``gate+ADMM, table/2^k``: the same smaller table behind the gate (HollowNeRF's recipe).
 
-Source run: ``RECON_BENCH_COMPRESS_NERF_RUN`` when set, else a short NeRF run on the bundled demo
-scene trained once into outputs/bench/compress-nerf-base. Steps: RECON_BENCH_COMPRESS_NERF_STEPS [500];
-shrinks: RECON_BENCH_COMPRESS_NERF_SHRINKS [0,2,3]. Output: outputs/bench/compress_nerf.json and
-compress_nerf.png (PSNR vs hash parameters in use).
+Source run: ``--nerf-run`` when given, else a short NeRF run on the bundled demo scene trained once
+into outputs/bench/compress-nerf-base; ``--nerf-steps`` and ``--nerf-shrinks`` set the sweep. Output:
+outputs/bench/compress_nerf.json and compress_nerf.png (PSNR vs hash parameters in use).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 OUT = Path("outputs") / "bench"
 
 
-def base_run() -> Path:
-    from pruning.bench import cached_run, demo_scene
+def base_run(bench) -> Path:
+    """The NeRF run ``bench.nerf_run`` names, else a short NeRF run on the demo scene, trained once."""
+    from recon.bench.common import cached_run, demo_scene
+    from reconstruct.run import Run
 
-    return cached_run("RECON_BENCH_COMPRESS_NERF_RUN", OUT / "compress-nerf-base", [
+    if bench.nerf_run is not None:
+        return Path(bench.nerf_run)
+    return cached_run(OUT / "compress-nerf-base", [
         str(demo_scene()), "--views", "8", "--method", "nerf", "--iters", "1500", "--nerf.rays-per-batch", "256",
         "--nerf.n-levels", "12", "--nerf.max-resolution", "1024", "--nerf.log2-hashmap-size", "17",
-        "--nerf.grid-decay", "0.8"], marker="checkpoint.pt")
+        "--nerf.grid-decay", "0.8"], marker=Run.CHECKPOINT)
 
 
 def sweep(run_dir: Path, *, steps: int, shrinks: list[int], progress: bool) -> dict:
     """One row per (table shrink, gate on/off); every row fine-tunes ``steps`` from the run."""
     from pruning.admm_nerf import AdmmNerfConfig, compress_nerf_run
-    from reconstruct.runs import load_config
+    from reconstruct.run import Run
 
-    train_cfg = load_config(run_dir)
+    run = Run.open(run_dir)
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for shrink in shrinks:
-            for gate in (False, True):
-                cfg = dataclasses.replace(AdmmNerfConfig(), steps=steps, table_shrink=shrink, gate=gate)
-                r = compress_nerf_run(run_dir, train_cfg, progress=progress, cfg=cfg,
-                                      out_dir=Path(tmp) / f"{shrink}-{gate}")
-                label = ("gate+ADMM" if gate else "fine-tune") + (f", table/{2 ** shrink}" if shrink else "")
-                keep = ("psnr_before", "psnr_after", "ssim_after", "hash_params_run", "hash_params_total",
-                        "hash_params_in_use", "fraction_in_use", "cells_kept", "n_params_after", "finetune_seconds")
-                rows.append({"variant": label, "table_shrink": shrink, "gate": gate, **{k: r[k] for k in keep}})
-                print(json.dumps(rows[-1]), file=sys.stderr)
+    for shrink in shrinks:
+        for gate in (False, True):
+            cfg = dataclasses.replace(AdmmNerfConfig(), steps=steps, table_shrink=shrink, gate=gate)
+            r = compress_nerf_run(run, progress=progress, cfg=cfg)
+            label = ("gate+ADMM" if gate else "fine-tune") + (f", table/{2 ** shrink}" if shrink else "")
+            keep = ("psnr_before", "psnr_after", "ssim_after", "hash_params_run", "hash_params_total",
+                    "hash_params_in_use", "fraction_in_use", "cells_kept", "n_params_after", "finetune_seconds")
+            rows.append({"variant": label, "table_shrink": shrink, "gate": gate, **{k: r[k] for k in keep}})
+            print(json.dumps(rows[-1]), file=sys.stderr)
     return {"run": str(run_dir), "steps": steps, "psnr_run": rows[0]["psnr_before"],
             "hash_params_run": rows[0]["hash_params_run"], "rows": rows}
 
@@ -63,7 +62,7 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pruning.bench import save_png
+    from recon.bench.common import save_png
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for gate, style, name in ((False, "s--", "fine-tune (control)"), (True, "o-", "gate + ADMM")):
@@ -81,13 +80,10 @@ def plot(results: dict, path: Path) -> None:
     save_png(fig, path)
 
 
-def run_nerf_bench(*, progress: bool) -> dict:
-    from reconstruct.runs import atomic_write_text
+def run_nerf_bench(bench) -> dict:
+    from scenes.fileio import atomic_write_text
 
-    results = sweep(base_run(), steps=int(os.environ.get("RECON_BENCH_COMPRESS_NERF_STEPS", "500")),
-                    shrinks=[int(v) for v in os.environ.get("RECON_BENCH_COMPRESS_NERF_SHRINKS", "0,2,3").split(",")],
-                    progress=progress)
-    OUT.mkdir(parents=True, exist_ok=True)
+    results = sweep(base_run(bench), steps=bench.nerf_steps, shrinks=list(bench.nerf_shrinks), progress=not bench.json)
     atomic_write_text(OUT / "compress_nerf.json", json.dumps(results, indent=2))
     plot(results, OUT / "compress_nerf.png")
     return results

@@ -8,14 +8,13 @@ vertices fails fast with a one-line ``ReconError`` instead of a MemoryError or a
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from scenes.errors import ReconError
+from scenes.fileio import atomic_write_bytes
 
 PLY_TYPES = {
     "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
@@ -217,23 +216,5 @@ def ply_bytes(elements: list[tuple[str, np.ndarray]], comments: list[str] = ()) 
 
 
 def write_atomic(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` via a temp file in the same folder and os.replace: a reader
-    never sees a half-written file, and a failed write leaves any old file untouched."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise ReconError(path, "output folder does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    except OSError as err:
-        raise ReconError(path, f"cannot write ({err.strerror or err})") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        os.replace(tmp, path)
-    except BaseException as err:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(err, OSError):
-            raise ReconError(path, f"cannot write ({err.strerror or err})") from None
-        raise
+    """Write ``payload`` to ``path`` atomically (``scenes.fileio``); the folder must exist."""
+    atomic_write_bytes(path, payload, make_parents=False)

@@ -25,7 +25,7 @@ import numpy as np
 from reconstruct.splats import Splats
 from scenes.errors import ReconError
 
-from . import _plyio
+from reconstruct import plyio as _plyio
 
 HARMLESS_VERTEX_PROPERTIES = frozenset({"nx", "ny", "nz", "red", "green", "blue"})
 """Properties some tools write next to the 3DGS ones; they duplicate or carry nothing we use."""
@@ -59,8 +59,21 @@ def encode(splats: Splats) -> bytes:
     return _plyio.ply_bytes([("vertex", vertex_array(splats))])
 
 
-def write(path: Path, splats: Splats) -> None:
-    _plyio.write_atomic(path, encode(splats))
+def write_ply(path: Path, splats: Splats) -> None:
+    """Write ``splats`` as a standard .ply, atomically (the folder is created)."""
+    from scenes.fileio import atomic_write_bytes
+
+    atomic_write_bytes(path, encode(splats))
+
+
+def read_ply(path: Path) -> Splats:
+    """Read a standard 3DGS .ply (one-line ReconError naming the file when it is not one)."""
+    path = Path(path)
+    data = _plyio.read_bytes(path)
+    if not _plyio.is_ply(data):
+        raise ReconError(path, "not a .ply file (wrong magic bytes)")
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return decode(path, data, _plyio.parse_header(path, data))
 
 
 def is_standard(header: _plyio.PlyHeader) -> bool:

@@ -14,11 +14,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -73,39 +71,38 @@ def bench_encoding(device: torch.device, *, log2_hashmap_size: int = 19) -> dict
 
 def bench_training(name: str, setup: dict, device: torch.device) -> dict:
     import scenes
-    from reconstruct.config import TrainConfig
+    from recon.bench.common import train_config
+    from reconstruct.config import DataConfig, NerfTrainConfig, OutputConfig, resolve
     from reconstruct.nerf.config import NerfConfig
-    from reconstruct.nerf.trainer import evaluate_nerf, NerfTrainer
+    from reconstruct.nerf.method import evaluate_nerf
 
     root = data_root() / setup["scene"]
     if not root.is_dir():
         return {"skipped": f"{root} not found"}
     scene = scenes.load_scene(root, views=setup["views"], downscale=setup["downscale"],
                               resolution=setup["resolution"], test_every=setup["test_every"])
-    cfg = TrainConfig(scene=root, views=setup["views"], method="nerf")
-    cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, iters=setup["iters"]),
-                              output=dataclasses.replace(cfg.output, checkpoint_every=10**9))
     ncfg = NerfConfig(rays_per_batch=setup["rays"], n_samples=setup["samples"], log2_hashmap_size=17,
                       n_levels=12, max_resolution=1024, regularize=setup.get("regularize", "on"), grid_decay=0.8)
-    torch.manual_seed(0)
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = NerfTrainer(cfg, scene, Path(tmp), device, ncfg)
-        trainer.run(progress=sys.stderr.isatty())
-    trainer.field.eval()
+    cfg = NerfTrainConfig(scene=root, views=setup["views"], iters=setup["iters"], device=device.type,  # type: ignore[arg-type]
+                          data=DataConfig(downscale=setup["downscale"], resolution=setup["resolution"],
+                                          test_every=setup["test_every"]),
+                          output=OutputConfig(checkpoint_every=10**9), nerf=ncfg)
+    method, state = train_config(resolve(cfg, device_type=device.type), scene=scene, progress=sys.stderr.isatty())
+    method.field.eval()
     t0 = time.perf_counter()
-    res = evaluate_nerf(trainer.field, trainer.grid, scene, n_samples=trainer.n_samples)
+    res = evaluate_nerf(method.field, method.grid, scene, n_samples=method.n_samples)
     return {
-        "views": setup["views"], "width": scene.width, "height": scene.height, "iters": trainer.step,
+        "views": setup["views"], "width": scene.width, "height": scene.height, "iters": state.step,
         "rays_per_batch": setup["rays"], "n_samples": setup["samples"], "psnr": res["psnr"], "ssim": res["ssim"],
-        "lpips": res["lpips"], "n_test": res["n_test"], "train_seconds": trainer.seconds,
-        "eval_seconds": time.perf_counter() - t0, "n_params": sum(p.numel() for p in trainer.field.parameters()),
-        "regularized": trainer.regularize, "final_train_psnr": trainer.history[-1]["psnr"] if trainer.history else None,
-        "occupancy": trainer.grid.occupancy_fraction(),
+        "lpips": res["lpips"], "n_test": res["n_test"], "train_seconds": state.seconds,
+        "eval_seconds": time.perf_counter() - t0, "n_params": method.n_params(),
+        "regularized": method.regularize, "final_train_psnr": state.history[-1]["psnr"] if state.history else None,
+        "occupancy": method.grid.occupancy_fraction(),
     }
 
 
 def run_bench(json_out: bool = False, *, setups: list[str] | None = None) -> int:
-    from reconstruct.runs import resolve_device
+    from reconstruct.run import resolve_device
 
     device = resolve_device("auto")
     result = {"encoding": bench_encoding(device), "training": {}}

@@ -1,0 +1,196 @@
+"""`recon bench WHAT`: speed and quality measured as ratios against a reference in the same run.
+
+Each benchmark is a typed config (its flags) with a ``run()``; the measuring code lives in the
+module beside it and is imported only when that benchmark runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Union
+
+import tyro
+
+
+@dataclass
+class RasterBench:
+    """Rasterizer forward+backward: the CPU kernel against the torch reference (and gsplat on CUDA)."""
+
+    json: bool = False
+    """Print one JSON object instead of a table."""
+    repeats: int = 5
+    """Timed repeats per case (the median is reported)."""
+
+    def run(self) -> int:
+        from recon.bench.raster import run_bench
+
+        return run_bench(self.json, repeats=self.repeats)
+
+
+@dataclass
+class QualityBench:
+    """The sparse-view protocols available in ../shared/data, next to the published tables."""
+
+    json: bool = False
+    """Print one JSON object instead of a table."""
+    iters: int = 1000
+    """Training steps per run."""
+    fern_width: int = 252
+    """Fern image width (the papers: 504)."""
+    lego_width: int = 100
+    """Lego image width (the papers: 400)."""
+    out: Path = Path("outputs/bench")
+    """Where the runs and quality.{md,json} go."""
+
+    def run(self) -> int:
+        from recon.bench.quality import run_bench
+
+        return run_bench(self.json, iters=self.iters, fern_width=self.fern_width, lego_width=self.lego_width,
+                         out_dir=self.out)
+
+
+@dataclass
+class PriorsBench:
+    """Each sparse-view prior alone and the presets, same seeds and budget, on fern and lego."""
+
+    data: Path | None = None
+    """Folder holding blender_lego and llff_fern (default ../shared/data next to the repository)."""
+    out: Path = Path("outputs/bench_priors")
+    """Where results.json, table.md, bars.png and the shared prior cache go."""
+    scenes: tuple[str, ...] = ("fern3", "lego8")
+    """Protocols to run: fern3 (LLFF fern, 3 views), lego8 (Blender lego, 8 views)."""
+    variants: tuple[str, ...] = ("vanilla", "sparse", "dropout", "binocular", "dense_init", "pseudo_views",
+                                 "sfm_depth", "mono_depth", "diffusion")
+    """vanilla, sparse, or a prior name (that prior alone on top of vanilla)."""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """Seeds (mean and standard deviation are reported)."""
+    iters: int = 200
+    """Training steps per run (densification and prior schedules are scaled to it)."""
+    fern_resolution: int = 126
+    """Fern image width in pixels (1/8 resolution is 504)."""
+    lego_resolution: int = 100
+    """Lego image width in pixels (the papers use 400)."""
+    lego_test_every: int = 8
+    """Every k-th of the 200 lego test frames (8 = the common 25-view subset)."""
+    threads: int | None = None
+    """CPU threads for torch and numba (None = their defaults)."""
+    json: bool = False
+    """Print one JSON object instead of the table."""
+
+    def run(self) -> int:
+        from recon.bench.priors import run_bench
+
+        return run_bench(self)
+
+
+@dataclass
+class NerfBench:
+    """Hash-encoding speed per implementation and NeRF training quality at a reduced budget."""
+
+    json: bool = False
+    """Print one JSON object instead of tables."""
+    setups: tuple[str, ...] = ("lego-8v", "fern-3v")
+    """Training setups (lego-8v, fern-3v, and their -noreg ablations)."""
+
+    def run(self) -> int:
+        from recon.bench.nerf import run_bench
+
+        return run_bench(self.json, setups=list(self.setups))
+
+
+@dataclass
+class CompressBench:
+    """Rate-distortion of masks x codebooks on a splat run; ADMM pruning vs controls on a NeRF run."""
+
+    json: bool = False
+    """Print one JSON object instead of tables."""
+    parts: tuple[str, ...] = ("splats", "nerf")
+    """Which halves to run."""
+    run: Path | None = None
+    """Splat run to sweep (default: a vanilla demo-scene run trained once into outputs/bench)."""
+    nerf_run: Path | None = None
+    """NeRF run to sweep (default: a demo-scene NeRF run trained once into outputs/bench)."""
+    lambdas: tuple[float, ...] = (0.0, 5e-3, 2e-2)
+    """Mask loss weights (0 = the same fine-tuning without masks, the control)."""
+    entries: tuple[int, ...] = (256, 1024, 4096)
+    """Color codebook sizes."""
+    steps: int = 200
+    """Steps of each fine-tuning phase."""
+    base_iters: int = 1500
+    """Training steps of the default splat run."""
+    nerf_steps: int = 500
+    """ADMM / control fine-tuning steps per NeRF variant."""
+    nerf_shrinks: tuple[int, ...] = (0, 2, 3)
+    """Hash-table shrinks (2**k times fewer entries) to sweep."""
+
+    def run(self) -> int:  # type: ignore[override]
+        from recon.bench.compress import run_bench
+
+        return run_bench(self)
+
+
+@dataclass
+class BrowserBench:
+    """Frames per second of the browser client (headless chromium) for growing splat counts."""
+
+    counts: tuple[int, ...] = (1_000, 10_000, 30_000, 100_000)
+    """Splat counts to measure."""
+    seconds: float = 3.0
+    """Orbiting time per count."""
+    width: int = 960
+    """Viewport width."""
+    height: int = 540
+    """Viewport height."""
+
+    def run(self) -> int:
+        from recon.bench.browser import measure
+
+        measure(list(self.counts), seconds=self.seconds, width=self.width, height=self.height)
+        return 0
+
+
+@dataclass
+class LiveBench:
+    """What the live viewer costs a training run: steps/s with and without it, alternating blocks."""
+
+    scene: tyro.conf.Positional[Path]
+    """Scene folder."""
+    views: int = 8
+    """Training views."""
+    resolution: int = 200
+    """Image width."""
+    block: int = 150
+    """Steps per block."""
+    blocks: int = 6
+    """Blocks (alternating without / with the viewer)."""
+    every: int = 100
+    """Push the splats every this many steps."""
+    n_random: int = 20_000
+    """Random initial Gaussians (densification is off, so the count stays)."""
+    browser: bool = False
+    """Connect headless chromium to the viewer during the viewer blocks."""
+
+    def run(self) -> int:
+        import json
+
+        from recon.bench.live import measure
+
+        print(json.dumps(measure(self.scene, views=self.views, resolution=self.resolution, block=self.block,
+                                 blocks=self.blocks, every=self.every, n_random=self.n_random,
+                                 browser=self.browser), indent=2))
+        return 0
+
+
+BenchCommand = Union[
+    Annotated[RasterBench, tyro.conf.subcommand("raster")],
+    Annotated[QualityBench, tyro.conf.subcommand("quality")],
+    Annotated[PriorsBench, tyro.conf.subcommand("priors")],
+    Annotated[NerfBench, tyro.conf.subcommand("nerf")],
+    Annotated[CompressBench, tyro.conf.subcommand("compress")],
+    Annotated[BrowserBench, tyro.conf.subcommand("browser")],
+    Annotated[LiveBench, tyro.conf.subcommand("live")],
+]
+"""`recon bench WHAT [options]`."""
+
+__all__ = ["BenchCommand"]

@@ -1,0 +1,260 @@
+"""The `recon` subcommands other than train: one typed dataclass each, with a ``run()`` method that
+composes the library packages (heavy imports happen inside ``run``, so ``recon --help`` stays fast)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import tyro
+
+from recon.bench import BenchCommand
+
+
+@dataclass
+class InfoCommand:
+    """Describe a scene: format, frames, image size, sparse-view split, sparse points."""
+
+    scene: tyro.conf.Positional[Path]
+    """Scene folder (Blender, LLFF, COLMAP or nerfstudio layout), or a transforms.json file."""
+    views: int | Literal["all"] | None = None
+    """Training views (all / None = every non-test frame)."""
+    downscale: float | None = None
+    """Divide image size by this factor."""
+    resolution: int | None = None
+    """Target image width in pixels (alternative to --downscale)."""
+    json: bool = False
+    """Print exactly one JSON object."""
+
+    def run(self) -> int:
+        from scenes.info import print_info
+
+        return print_info(self.scene, views=None if self.views == "all" else self.views, downscale=self.downscale,
+                          resolution=self.resolution, as_json=self.json)
+
+
+@dataclass
+class EvalCommand:
+    """Render the held-out test views of a run and compute PSNR / SSIM / LPIPS."""
+
+    run_dir: tyro.conf.Positional[Path]
+    """Run folder written by `recon train`."""
+    json: bool = False
+    """Print one JSON object instead of a table."""
+    compressed: bool = False
+    """Score what `recon compress` wrote (RUN/compressed/); results go there. For a splat run
+    ply_bytes is then the artifact's size."""
+
+    def run(self) -> int:
+        from recon.report import print_metrics
+        from reconstruct.run import Run, resolve_device
+
+        run = Run.open(self.run_dir)
+        scene = run.scene()
+        device = resolve_device(run.config.device if run.config.device != "cuda" else "auto")
+        out_dir = run.results_dir(compressed=self.compressed)
+        if run.method == "nerf":
+            from reconstruct.nerf.method import evaluate_nerf, field_from_state
+
+            if self.compressed:
+                from pruning.admm_nerf import load_compressed_nerf
+
+                field, grid, n_samples = load_compressed_nerf(run, device)
+            else:
+                state = run.checkpoint()["state"]
+                field, grid = field_from_state(state, device, implementation=run.config.nerf.encoding)
+                n_samples = int(state["n_samples"])
+            result = evaluate_nerf(field, grid, scene, n_samples=n_samples, out_dir=out_dir)
+            result["n_params"] = sum(p.numel() for p in field.parameters())
+        else:
+            from reconstruct.evaluate import evaluate
+
+            if self.compressed:
+                from pruning.artifact import artifact_bytes, load_artifact
+
+                splats, size = load_artifact(run.compressed_dir), artifact_bytes(run.compressed_dir)
+            else:
+                splats, size = run.splats(), run.splats_path.stat().st_size
+            result = evaluate(splats, scene, out_dir=out_dir, device=device)
+            result.update(n_gaussians=len(splats), ply_bytes=size)
+        result["train_seconds"] = run.train_seconds()
+        run.write_metrics(result, compressed=self.compressed)
+        keys = ("psnr", "ssim", "lpips", "lpips_reason", "n_test", "n_gaussians", "n_params", "train_seconds",
+                "render_fps", "ply_bytes")
+        summary = {k: result.get(k) for k in keys if k in result or k in ("lpips", "lpips_reason")}
+        if self.json:
+            print(json.dumps(summary))
+        else:
+            print_metrics(summary, title=f"{out_dir}: {summary['n_test']} test views", file=sys.stdout)
+        return 0
+
+
+@dataclass
+class ViewCommand:
+    """Open a run folder or a splat file (.ply, compressed .ply, .spz, .splat) in the browser."""
+
+    target: tyro.conf.Positional[Path]
+    """Run folder or splat file."""
+    host: str = "127.0.0.1"
+    """Interface to bind; 127.0.0.1 keeps the viewer private to this machine."""
+    port: int = 8080
+    """Port to ask for (viser moves to a free one when it is taken; the real one is printed)."""
+    max_count: int = 1_000_000
+    """Initial point budget sent to the browser (a GUI slider changes it)."""
+
+    def run(self) -> int:
+        import time
+
+        from scenes.errors import ReconError
+        from viewer.app import ViewerConfig, view
+        from viewer.loading import load_target
+        from viewer.server import open_viewer
+
+        if not 1 <= self.port <= 65535:
+            raise ReconError(None, f"--port {self.port} is out of range (1..65535)")
+        target = load_target(self.target)  # bad input fails here, before a server starts
+        for note in target.notes:
+            print(f"recon view: {note}")
+        viewer = open_viewer(host=self.host, port=self.port)
+        app = view(
+            viewer, splats=target.splats, compressed=target.compressed, scene=target.scene,
+            render_fn=target.render_fn, background=target.background,
+            config=ViewerConfig(max_count=self.max_count),
+        )
+        n = len(target.splats) if target.splats is not None else 0
+        what = f"{n:,} splats" if n else "server-rendered model"
+        print(f"recon view: showing {what} from {self.target}; Ctrl+C to stop", flush=True)
+        try:
+            while True:
+                time.sleep(3600.0)
+        finally:
+            app.close()
+            viewer.stop()
+
+
+@dataclass
+class CompressCommand:
+    """Compress a trained run: learnable masks, codebook quantization, ADMM grid pruning."""
+
+    run_dir: tyro.conf.Positional[Path]
+    """Run folder written by `recon train`."""
+    masks: bool = False
+    """Fine-tune learnable masks and remove masked Gaussians."""
+    quantize: bool = False
+    """Residual vector quantization of scale/rotation and a codebook for colors."""
+    admm: bool = False
+    """ADMM saliency-grid pruning (hash-grid NeRF runs)."""
+    json: bool = False
+    """Print one JSON object instead of a table."""
+    mask_steps: int = 600
+    """Mask fine-tuning steps."""
+    mask_lambda: float = 0.02
+    """Mask loss weight (higher removes more Gaussians; the paper's 5e-4 is for masks trained over a
+    whole run, `recon train --masks`)."""
+    mask_lr: float = 0.1
+    """Adam learning rate of the mask logits."""
+    quantize_steps: int = 600
+    """Codebook fine-tuning steps."""
+    lr_scale: float = 0.1
+    """Learning rates of the splat attributes while fine-tuning, relative to the run's."""
+    color_entries: int = 4096
+    """Entries of each color codebook (sh0 and higher SH bands)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto = the accelerator when there is one, else CPU."""
+    admm_steps: int = 500
+    """ADMM fine-tuning steps (NeRF runs)."""
+    admm_table_shrink: int = 2
+    """NeRF runs: the compressed hash tables hold 2**this times fewer entries than the run's (0 keeps
+    the size; then only the coarse dense levels can lose entries)."""
+    admm_budget: float = 0.2
+    """ADMM L1 budget as a fraction of the saliency-grid cells (NeRF runs). 0.1 pruned content on the
+    demo scene (-0.44 dB); 0.2 was better on lego, fern and the demo, at 21-27% of the hash parameters."""
+
+    def run(self) -> int:
+        # With no technique named, a splat run gets masks + codebooks and a NeRF run gets ADMM.
+        from pruning.compress import CompressConfig, compress_run, print_report
+        from pruning.quantize import QuantizeConfig
+        from reconstruct.run import Run
+        from scenes.errors import ReconError
+
+        for name in ("mask_steps", "quantize_steps", "admm_steps", "color_entries"):
+            if getattr(self, name) < 1:
+                raise ReconError(None, f"--{name.replace('_', '-')} must be at least 1")
+        if not 0 < self.admm_budget <= 1 or self.lr_scale <= 0 or self.mask_lambda < 0 or self.mask_lr <= 0:
+            raise ReconError(None, "--admm-budget must be in (0, 1], --lr-scale and --mask-lr > 0, --mask-lambda >= 0")
+        none = not (self.masks or self.quantize or self.admm)
+        cfg = CompressConfig(
+            masks=self.masks or none, quantize=self.quantize or none, mask_steps=self.mask_steps,
+            mask_lambda=self.mask_lambda, mask_lr=self.mask_lr, quantize_steps=self.quantize_steps, lr_scale=self.lr_scale,
+            quant=QuantizeConfig(sh0_entries=self.color_entries, shN_entries=self.color_entries),
+            device=self.device, progress=not self.json, admm_steps=self.admm_steps, admm_budget=self.admm_budget,
+            admm_table_shrink=self.admm_table_shrink,
+        )
+        run = Run.open(self.run_dir)
+        run.sweep()
+        report = compress_run(run, cfg, admm=self.admm, auto=none)
+        print_report(report, json_out=self.json)
+        return 0
+
+
+@dataclass
+class ExportCommand:
+    """Export a run (or compressed artifact) for players: .ply, compressed .ply, .spz, .splat."""
+
+    run_dir: tyro.conf.Positional[Path]
+    """Run folder written by `recon train`, its compressed/ artifact, or a splat file to convert."""
+    format: Literal["ply", "compressed-ply", "spz", "splat", "pointcloud", "mesh"] = "compressed-ply"
+    """Output format."""
+    out: Path | None = None
+    """Output file (default: inside the run folder)."""
+    sh_degree: int | None = None
+    """Spherical-harmonics degree to keep (default: all the run has)."""
+    source: Literal["auto", "trained", "compressed"] = "auto"
+    """Which splats of a run: auto = RUN/compressed/ when `recon compress` made one, else the trained splats."""
+    evaluate: bool = True
+    """Render the exported file on the run's test views and report PSNR vs the trained splats."""
+    eval_views: int | None = None
+    """Render at most this many test views for the PSNR report (default: all)."""
+    json: bool = False
+    """Print one JSON object instead of a table."""
+
+    def run(self) -> int:
+        if self.format in ("pointcloud", "mesh"):
+            from reconstruct.nerf.export import export_nerf
+            from reconstruct.run import Run
+
+            print(export_nerf(Run.open(self.run_dir), self.format, self.out))
+            return 0
+        from pruning.export import export_splats, print_report
+
+        report = export_splats(
+            self.run_dir, format=self.format, out=self.out, sh_degree=self.sh_degree, source=self.source,
+            evaluate=self.evaluate, max_views=self.eval_views, progress=not self.json,
+        )
+        print_report(report, json_out=self.json)
+        return 0
+
+
+@dataclass
+class TrainHelp:
+    """Reconstruct a scene from a few posed photos: `recon train [splat|nerf] SCENE --views N`
+    (`recon train --help` lists every option)."""
+
+    def run(self) -> int:
+        from recon.train import parse_train, train
+
+        return train(parse_train(["--help"]))
+
+
+COMMANDS = {
+    "train": TrainHelp,
+    "eval": EvalCommand,
+    "view": ViewCommand,
+    "compress": CompressCommand,
+    "export": ExportCommand,
+    "info": InfoCommand,
+    "bench": BenchCommand,
+}

@@ -1,0 +1,88 @@
+"""Building a run's method from its config, and the outputs a finished run writes.
+
+    method = build_method(cfg, scene, device, cache_dir=run.priors_dir)     # init resolved here
+    state = train_loop(method, LoopState(), until=cfg.iters, save=run.save_checkpoint)
+    result = finish(run, method, state)
+
+The CLI composes these with what lives above this package (learnable masks, the live viewer).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from reconstruct.config import NerfTrainConfig, SplatTrainConfig, TrainConfig
+from reconstruct.loop import LoopState
+from reconstruct.method import Method
+from reconstruct.run import Run
+from scenes.types import SceneData
+
+
+def build_method(cfg: TrainConfig, scene: SceneData, device: torch.device, *, cache_dir: Path | None,
+                 fresh: bool = True) -> Method:
+    """The method of ``cfg`` (resolved) on ``scene``. ``fresh``: initialize the model (SfM, dense,
+    random or a .ply); otherwise build a placeholder that a checkpoint state will replace."""
+    if isinstance(cfg, NerfTrainConfig):
+        from reconstruct.nerf.method import NerfMethod
+
+        return NerfMethod(cfg, scene, device)
+    assert isinstance(cfg, SplatTrainConfig)
+    from reconstruct.init import initialize
+    from reconstruct.priors import attach_priors
+    from reconstruct.splatting import Densify, GaussianModel, SplatMethod, model_from_points
+
+    init = initialize(cfg.init, scene, seed=cfg.seed, cache_dir=cache_dir) if fresh else None
+    if init is not None and init.splats is not None:
+        from reconstruct import gaussians as G
+
+        params = torch.nn.ParameterDict({k: torch.nn.Parameter(v.clone()) for k, v in
+                                         init.splats.with_sh_degree(cfg.optim.sh_degree).to_params(str(device)).items()})
+        scale = G.scene_scale(scene)
+        model = GaussianModel(params, G.create_optimizers(params, G.learning_rates(cfg.optim, scale)), scale)
+    else:
+        points = init.points if init is not None else np.zeros((2, 3)) + np.arange(2)[:, None]
+        colors = init.colors if init is not None else np.full_like(points, 0.5)
+        model = model_from_points(points, colors, init=cfg.init, optim=cfg.optim, scene=scene, device=device)
+    method = SplatMethod(scene, model, optim=cfg.optim, loss=cfg.loss, total_steps=cfg.iters, seed=cfg.seed)
+    if init is not None:
+        method.sfm_points = init.sfm_points
+        method.init_record = init.record()
+    if cfg.densify.enabled:
+        model.add_strategy(Densify(cfg.densify))
+    attach_priors(method, cfg.priors, cache_dir or Path(cfg.priors.cache_dir or "."), seed=cfg.seed)
+    return method
+
+
+def summary(method: Method) -> dict:
+    """What a run's metrics report about the model."""
+    from reconstruct.splatting import SplatMethod
+
+    if isinstance(method, SplatMethod):
+        return {"n_gaussians": len(method.model)}
+    return {"n_params": method.n_params()}  # type: ignore[attr-defined]
+
+
+def finish(run: Run, method: Method, state: LoopState, *, evaluate: bool = True) -> dict | None:
+    """A finished run's outputs: splats.ply (splat runs), history.json, curves.png and, with
+    ``evaluate``, the test-view renders, grid.png and metrics.json. Returns the metrics."""
+    from reconstruct.evaluate import evaluate_views, plot_curves
+    from reconstruct.splatting import SplatMethod
+
+    extra: dict = {}
+    if isinstance(method, SplatMethod):
+        run.write_splats(method.model.splats())
+        extra["ply_bytes"] = run.splats_path.stat().st_size
+    run.write_json(run.history_path, state.history)
+    rows = [h for h in state.history if "loss" in h]
+    if rows:
+        plot_curves(rows, run.curves_path)
+    if not evaluate:
+        return None
+    with torch.no_grad():
+        result = evaluate_views(method.render_view, method.scene, out_dir=run.root)  # type: ignore[attr-defined]
+    result.update(method=method.name, train_seconds=state.seconds, iters=state.step, **summary(method), **extra)
+    run.write_metrics(result)
+    return result
