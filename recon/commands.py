@@ -101,7 +101,7 @@ class ViewCommand:
     host: str = "127.0.0.1"
     """Interface to bind; 127.0.0.1 keeps the viewer private to this machine."""
     port: int = 8080
-    """Port to ask for (viser moves to a free one when it is taken; the real one is printed)."""
+    """Port to ask for (viser moves to a free one when it is taken; 0 = any free port; the real one is printed)."""
     max_count: int = 1_000_000
     """Initial point budget sent to the browser (a GUI slider changes it)."""
 
@@ -113,8 +113,8 @@ class ViewCommand:
         from viewer.loading import load_target
         from viewer.server import open_viewer
 
-        if not 1 <= self.port <= 65535:
-            raise ReconError(None, f"--port {self.port} is out of range (1..65535)")
+        if not 0 <= self.port <= 65535:
+            raise ReconError(None, f"--port {self.port} is out of range (0..65535; 0 = any free port)")
         target = load_target(self.target)  # bad input fails here, before a server starts
         for note in target.notes:
             print(f"recon view: {note}")

@@ -208,3 +208,15 @@ def write_nerfstudio(
         for i in range(n):
             save_png(folder / f"frame_{i:05d}.png", frame_image(i, W // f, H // f))
     return {"poses": poses, "intrinsics": intr}
+
+
+def train_run(cfg, run_dir: Path, *, resume: bool = False) -> int:
+    """Train (or resume) ``cfg`` into ``run_dir`` through the same path as `recon train`."""
+    import dataclasses
+
+    from recon.train import TrainRequest, train
+    from reconstruct.config import resolve
+
+    cfg = dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, out=Path(run_dir)), device="cpu")
+    return train(TrainRequest(cfg=resolve(cfg, device_type="cpu"), resume=Path(run_dir) if resume else None,
+                              overwrite=not resume))

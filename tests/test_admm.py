@@ -194,29 +194,20 @@ def test_fold_table_copies_same_size_and_averages_the_used_entries():
 
 
 def _tiny_nerf_run(tmp_path):
-    import dataclasses
     import sys
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from scene_fixtures import write_blender
+    from scene_fixtures import train_run, write_blender
 
-    import scenes
-    from reconstruct.config import TrainConfig, to_json
+    from reconstruct.config import NerfTrainConfig
     from reconstruct.nerf.config import NerfConfig
-    from reconstruct.nerf.trainer import train_nerf
 
     root, run = tmp_path / "scene", tmp_path / "run"
     write_blender(root, n_train=5, n_test=2, size=16)
-    run.mkdir()
-    cfg = TrainConfig(scene=root, views=None, method="nerf")
-    cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, iters=20),
-                              output=dataclasses.replace(cfg.output, out=run))
-    (run / "config.json").write_text(to_json(cfg))
     ncfg = NerfConfig(rays_per_batch=128, n_samples=32, log2_hashmap_size=10, n_levels=4, max_resolution=64,
                       grid_resolution=16)
-    assert train_nerf(cfg, scenes.load_scene(root), run, device=torch.device("cpu"), resume=False,
-                      ncfg=ncfg, progress=False) == 0
+    assert train_run(NerfTrainConfig(scene=root, views=None, iters=20, nerf=ncfg), run) == 0
     return run
 
 
@@ -224,8 +215,8 @@ def test_compress_admm_on_a_nerf_run_shrinks_the_table_and_reports(tmp_path, cap
     import json
 
     from pruning.admm_nerf import AdmmNerfConfig, compress_nerf_run
-    from reconstruct.cli import main
-    from reconstruct.runs import load_config
+    from recon.cli import main
+    from reconstruct.run import Run
 
     run = _tiny_nerf_run(tmp_path)
     assert main(["compress", str(run), "--admm", "--admm-steps", "6", "--json"]) == 0
@@ -239,20 +230,19 @@ def test_compress_admm_on_a_nerf_run_shrinks_the_table_and_reports(tmp_path, cap
         assert np.isfinite(out[k])
     # The saved field decodes back to what was scored.
     from pruning.admm_nerf import load_compressed_nerf
-    from reconstruct.nerf.trainer import evaluate_nerf
-    from reconstruct.runs import load_run_scene
+    from reconstruct.nerf.method import evaluate_nerf
 
-    field, occ = load_compressed_nerf(run)
-    again = evaluate_nerf(field, occ, load_run_scene(run, cfg=load_config(run)), n_samples=32)
+    field, occ, n_samples = load_compressed_nerf(Run.open(run))
+    assert n_samples == 32
+    again = evaluate_nerf(field, occ, Run.open(run).scene(), n_samples=n_samples)
     assert abs(again["psnr"] - out["psnr_after"]) < 1e-4
     assert main(["eval", str(run), "--compressed", "--json"]) == 0
     assert abs(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["psnr"] - out["psnr_after"]) < 1e-4
-    saved = torch.load(run / "compressed" / "saliency.pt", weights_only=False)
+    saved = torch.load(run / "compressed" / "saliency.pt", weights_only=True)
     assert saved["field"]["encoding.inner.params"].numel() == out["hash_params_total"]
     assert saved["field_config"]["grid"]["log2_hashmap_size"] == 8
     # The control: same smaller table and steps, no gate: nothing pruned, the whole table in use.
-    ctrl = compress_nerf_run(run, load_config(run), progress=False, out_dir=tmp_path / "ctrl",
-                             cfg=AdmmNerfConfig(steps=6, gate=False))
+    ctrl = compress_nerf_run(Run.open(run), progress=False, cfg=AdmmNerfConfig(steps=6, gate=False))
     assert ctrl["cells_kept"] == ctrl["cells_total"] and ctrl["hash_params_in_use"] == ctrl["hash_params_total"]
     assert ctrl["hash_params_total"] == out["hash_params_total"]
     # A shrink the run's table cannot take: one line naming the run, exit 1, nothing written.

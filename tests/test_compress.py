@@ -97,7 +97,7 @@ def test_morton_order_is_a_permutation_that_groups_neighbours():
 
 
 def test_cli_bad_run_folder_is_one_line_error(tmp_path, capsys):
-    from reconstruct.cli import main
+    from recon.cli import main
 
     assert main(["compress", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
@@ -105,7 +105,7 @@ def test_cli_bad_run_folder_is_one_line_error(tmp_path, capsys):
 
 
 def test_rate_distortion_plot_is_written(tmp_path):
-    from pruning.bench import plot
+    from recon.bench.compress import plot
 
     results = {"ply_bytes": 2_000_000, "psnr_before": 20.0, "n_test": 3, "steps": 10, "points": [
         {"lambda": lam, "variant": v, "artifact_bytes": b, "psnr": p}
@@ -117,7 +117,7 @@ def test_rate_distortion_plot_is_written(tmp_path):
 
 
 def test_nerf_pruning_plot_is_written(tmp_path):
-    from pruning.bench_nerf import plot
+    from recon.bench.compress_nerf import plot
 
     rows = [{"variant": v, "table_shrink": k, "gate": g, "hash_params_in_use": n, "psnr_after": p}
             for v, k, g, n, p in [("fine-tune", 0, False, 2_400_000, 21.0), ("gate+ADMM", 0, True, 2_100_000, 21.1),

@@ -11,7 +11,7 @@ import pytest
 from pruning.export import export_splats
 from pruning.formats import read_splats, write_splats
 from pruning.formats._testing import tiny_splats
-from reconstruct.cli import main
+from recon.cli import main
 from reconstruct.splats import Splats
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,16 +59,12 @@ def test_export_from_compressed_artifact(tmp_path) -> None:
 def _tiny_run(tmp_path: Path) -> Path:
     """A run folder on the bundled demo scene: its config.json and a splats.ply of 400 splats
     placed around the scene origin (not trained: the export only needs something to render)."""
-    config = pytest.importorskip("reconstruct.config")
-    pytest.importorskip("reconstruct.runs")
-    pytest.importorskip("reconstruct.evaluate")
+    from reconstruct.config import SplatTrainConfig, resolve
+    from reconstruct.run import Run
+
     demo = ROOT / "data" / "demo"
-    if not (demo / "transforms_train.json").is_file():
-        pytest.skip("data/demo scene missing")
     run = tmp_path / "run"
-    run.mkdir()
-    cfg = config.TrainConfig(scene=demo, views=4)
-    (run / "config.json").write_text(config.to_json(cfg))
+    Run.create(run, overwrite=False).save_config(resolve(SplatTrainConfig(scene=demo, views=4), device_type="cpu"))
     rng = np.random.default_rng(0)
     n = 400
     s = Splats(

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from scene_fixtures import write_blender, write_colmap, write_llff, write_nerfstudio
 
-from reconstruct.cli import main
+from recon.cli import main
 from scenes import ReconError, load_scene
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,7 +194,7 @@ def test_resample_option_errors(tmp_path, capsys):
 
 
 def test_subprocess_error_is_one_line_and_debug_shows_traceback(tmp_path):
-    recon = [sys.executable, "-m", "reconstruct.cli"]
+    recon = [sys.executable, "-m", "recon.cli"]
     r = subprocess.run([*recon, "info", str(tmp_path / "missing")], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and r.stdout == ""
     assert r.stderr.strip().splitlines() == [f"recon: error: {tmp_path / 'missing'}: scene folder does not exist"]
@@ -214,7 +214,7 @@ def test_real_scenes_through_the_console_script(name, views, expect):
     if not scene.is_dir():
         pytest.skip(f"real data not present: {scene} (needs /work/shared/data)")
     exe = Path(sys.executable).parent / "recon"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "reconstruct.cli"]
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "recon.cli"]
     r = subprocess.run([*cmd, "info", str(scene), "--views", views, "--json"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert len(r.stdout.strip().splitlines()) == 1

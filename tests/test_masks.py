@@ -3,6 +3,20 @@
 import torch
 
 from pruning.masks import MASK_KEY, MaskStrategy, add_mask_param, apply_masks, hard_mask
+from reconstruct.splatting import GaussianModel
+
+
+class _Recorder:
+    """A strategy with per-Gaussian state (like gsplat's grad2d/count) and nothing else."""
+
+    def initialize_state(self, scene_scale):
+        return {}
+
+    def step_pre_backward(self, model, state, step, info):
+        pass
+
+    def step_post_backward(self, model, state, step, info):
+        pass
 
 
 def _params(n: int = 10, seed: int = 0):
@@ -48,7 +62,9 @@ def test_removal_keeps_optimizer_state_consistent():
     strategy = MaskStrategy(prune_every=1, lambda_mask=1.0)
     add_mask_param(params, optimizers, lr=0.5)
     strategy.check_sanity(params, optimizers)
-    state = strategy.initialize_state()
+    model = GaussianModel(params, optimizers, 1.0)
+    model.add_strategy(strategy)
+    state = model.states[0]
     state["per_gaussian"] = torch.arange(12.0)
     # A few steps so every Adam has exp_avg / exp_avg_sq.
     for _ in range(3):
@@ -64,7 +80,8 @@ def test_removal_keeps_optimizer_state_consistent():
     keep[[1, 4, 7]] = False
     before = {k: p.detach().clone() for k, p in params.items()}
     moments = {k: {s: v.clone() for s, v in optimizers[k].state[p].items() if s != "step"} for k, p in params.items()}
-    strategy.step_post_backward(params, optimizers, state, step=3, info={})
+    strategy.step_post_backward(model, state, step=3, info={})
+    params = model.params
     assert state["n_removed"] == 3
     assert torch.equal(state["per_gaussian"], torch.arange(12.0)[keep])
     for k, p in params.items():
@@ -87,25 +104,28 @@ def test_mask_loss_alone_drives_masks_off_and_prunes():
     params, optimizers = _params(20)
     strategy = MaskStrategy(prune_every=10, lambda_mask=1.0, lr=0.5)
     add_mask_param(params, optimizers, lr=strategy.lr)
-    state = strategy.initialize_state()
+    model = GaussianModel(params, optimizers, 1.0)
+    model.add_strategy(strategy)
     for step in range(1, 41):
-        strategy.loss(params).backward()
-        optimizers[MASK_KEY].step()
-        optimizers[MASK_KEY].zero_grad()
-        strategy.step_post_backward(params, optimizers, state, step, {})
-    assert params["means"].shape[0] == strategy.keep_min
+        strategy.loss(model.params).backward()
+        model.optimizers[MASK_KEY].step()
+        model.optimizers[MASK_KEY].zero_grad()
+        strategy.step_post_backward(model, model.states[0], step, {})
+    assert model.params["means"].shape[0] == strategy.keep_min
 
 
-def test_removal_also_cuts_linked_strategy_states():
+def test_removal_also_cuts_the_other_strategies_states():
     params, optimizers = _params(8)
     add_mask_param(params, optimizers)
-    other = {"grad2d": torch.arange(8.0), "count": torch.ones(8), "scene_scale": 1.0, "radii": None}
+    model = GaussianModel(params, optimizers, 1.0)
+    model.add_strategy(_Recorder())
+    model.states[0].update(grad2d=torch.arange(8.0), count=torch.ones(8), scene_scale=1.0, radii=None)
     strategy = MaskStrategy(prune_every=1)
-    state = strategy.initialize_state()
-    strategy.linked_states = lambda: [other, state]
+    model.add_strategy(strategy)
     with torch.no_grad():
-        params[MASK_KEY][[0, 5]] = -20.0
-    strategy.step_post_backward(params, optimizers, state, step=1, info={})
-    assert params["means"].shape[0] == 6
+        model.params[MASK_KEY][[0, 5]] = -20.0
+    strategy.step_post_backward(model, model.states[1], step=1, info={})
+    other = model.states[0]
+    assert model.params["means"].shape[0] == 6
     assert torch.equal(other["grad2d"], torch.tensor([1.0, 2, 3, 4, 6, 7]))
     assert other["count"].shape == (6,) and other["scene_scale"] == 1.0

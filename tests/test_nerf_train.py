@@ -12,7 +12,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scene_fixtures import write_blender  # noqa: E402
+from scene_fixtures import train_run, write_blender  # noqa: E402
 
 from reconstruct.nerf.config import NerfConfig  # noqa: E402
 
@@ -41,26 +41,15 @@ def scene_dir(tmp_path_factory) -> Path:
     return root
 
 
-def _cfg(scene_dir: Path, iters: int, out: Path):
-    from reconstruct.config import TrainConfig
+def _cfg(scene_dir: Path, iters: int, out: Path, ncfg: NerfConfig = TINY):
+    from reconstruct.config import NerfTrainConfig, OutputConfig
 
-    cfg = TrainConfig(scene=scene_dir, views=None, method="nerf")
-    return dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, iters=iters),
-                               output=dataclasses.replace(cfg.output, out=out, checkpoint_every=5, log_every=5))
+    return NerfTrainConfig(scene=scene_dir, views=None, iters=iters, nerf=ncfg,
+                           output=OutputConfig(out=out, checkpoint_every=5, log_every=5))
 
 
 def _train(scene_dir: Path, run: Path, iters: int, *, resume: bool = False, ncfg: NerfConfig = TINY) -> int:
-    import scenes
-    from reconstruct.nerf.trainer import train_nerf
-
-    from reconstruct.config import to_json
-
-    run.mkdir(parents=True, exist_ok=True)
-    scene = scenes.load_scene(scene_dir)
-    cfg = _cfg(scene_dir, iters, run)
-    (run / "config.json").write_text(to_json(cfg))
-    return train_nerf(cfg, scene, run, device=torch.device("cpu"), resume=resume,
-                      ncfg=ncfg, progress=False)
+    return train_run(_cfg(scene_dir, iters, run, ncfg), run, resume=resume)
 
 
 def test_training_learns_and_writes_the_run_folder(scene_dir, tmp_path):
@@ -76,34 +65,35 @@ def test_training_learns_and_writes_the_run_folder(scene_dir, tmp_path):
     hist = json.loads((run / "history.json").read_text())
     assert hist[-1]["psnr"] > hist[0]["psnr"] + 1.0  # the fit improves on the training rays
     assert {"occ", "s3im"} <= set(hist[-1])  # sparse-view regularizers active
-    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
-    assert ckpt["method"] == "nerf" and ckpt["step"] == 30
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert ckpt["method"] == "nerf" and ckpt["step"] == 30 and ckpt["version"] == 2
 
 
 def test_resume_continues_exactly(scene_dir, tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
     import scenes
-    from reconstruct.config import to_json
-    from reconstruct.nerf.trainer import NerfTrainer
+    from reconstruct.config import resolve
+    from reconstruct.loop import LoopState, train_loop
+    from reconstruct.run import Run
+    from reconstruct.training import build_method
 
     _train(scene_dir, straight, 12)
-    # the same 12-step run interrupted after 6 steps (checkpoint written), then resumed
-    split.mkdir()
-    cfg = _cfg(scene_dir, 12, split)
-    (split / "config.json").write_text(to_json(cfg))
+    # the same 12-step run stopped after 6 steps (checkpoint written there), then resumed by `recon train --resume`
+    cfg = resolve(_cfg(scene_dir, 12, split), device_type="cpu")
+    run = Run.create(split, overwrite=True)
+    run.save_config(cfg)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    trainer = NerfTrainer(cfg, scenes.load_scene(scene_dir), split, torch.device("cpu"), TINY)
-    for _ in range(6):
-        trainer.train_step()
-    trainer.save_checkpoint()
-    del trainer
+    method = build_method(cfg, scenes.load_scene(scene_dir), torch.device("cpu"), cache_dir=None)
+    train_loop(method, LoopState(), until=6, save=run.save_checkpoint, show_progress=False)
+    del method
     _train(scene_dir, split, 12, resume=True)
-    a = torch.load(straight / "checkpoint.pt", weights_only=False)
-    b = torch.load(split / "checkpoint.pt", weights_only=False)
+    a = torch.load(straight / "checkpoint.pt", weights_only=True)["state"]
+    b = torch.load(split / "checkpoint.pt", weights_only=True)
     assert b["step"] == 12
+    b = b["state"]
     for k in a["field"]:
-        assert torch.allclose(a["field"][k], b["field"][k], atol=1e-6), k
+        assert torch.equal(a["field"][k], b["field"][k]), k
     assert torch.equal(a["grid"]["binary"], b["grid"]["binary"])
 
 
@@ -128,7 +118,7 @@ def test_depth_prior_enables_the_ranking_loss(scene_dir, tmp_path):
 
 
 def test_cli_train_method_nerf(scene_dir, tmp_path):
-    from reconstruct.cli import main
+    from recon.cli import main
 
     run = tmp_path / "cli"
     assert main(["train", str(scene_dir), "--method", "nerf", "--iters", "2", "--out", str(run)]) == 0
@@ -138,7 +128,7 @@ def test_cli_train_method_nerf(scene_dir, tmp_path):
 
 
 def test_cli_eval_scores_a_nerf_run(scene_dir, tmp_path, capsys):
-    from reconstruct.cli import main
+    from recon.cli import main
 
     run = tmp_path / "ev"
     _train(scene_dir, run, 2)
@@ -153,19 +143,20 @@ def test_cli_eval_scores_a_nerf_run(scene_dir, tmp_path, capsys):
 def _opaque_center_run(scene_dir: Path, run: Path) -> None:
     """A trained run edited so density is high everywhere and only the central cells are occupied."""
     _train(scene_dir, run, 3)
-    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
-    ckpt["field"]["density_mlp.2.bias"][0] = 6.0  # sigma ~ e^5 >> threshold
-    r = ckpt["grid"]["resolution"]
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    state = ckpt["state"]
+    state["field"]["density_mlp.2.bias"][0] = 6.0  # sigma ~ e^5 >> threshold
+    r = state["grid"]["resolution"]
     binary = torch.zeros(r, r, r, dtype=torch.bool)
     binary[r // 4: 3 * r // 4, r // 4: 3 * r // 4, r // 4: 3 * r // 4] = True
-    ckpt["grid"]["binary"] = binary.reshape(-1)
+    state["grid"]["binary"] = binary.reshape(-1)
     torch.save(ckpt, run / "checkpoint.pt")
 
 
 def test_export_pointcloud_keeps_dense_occupied_cells(scene_dir, tmp_path):
     from plyfile import PlyData
 
-    from reconstruct.cli import main
+    from recon.cli import main
 
     run = tmp_path / "exp"
     _opaque_center_run(scene_dir, run)
@@ -184,7 +175,9 @@ def test_export_mesh_with_open3d(scene_dir, tmp_path):
 
     run = tmp_path / "mesh"
     _opaque_center_run(scene_dir, run)
-    out = export_nerf(run, "mesh", tmp_path / "mesh.ply")
+    from reconstruct.run import Run
+
+    out = export_nerf(Run.open(run), "mesh", tmp_path / "mesh.ply")
     import open3d as o3d
 
     mesh = o3d.io.read_triangle_mesh(str(out))
@@ -199,10 +192,12 @@ def test_export_rejects_a_splat_run_and_bad_suffix(tmp_path, scene_dir):
 
     run = tmp_path / "r"
     _train(scene_dir, run, 1)
+    from reconstruct.run import Run
+
     with pytest.raises(ReconError, match="ply"):
-        export_nerf(run, "pointcloud", tmp_path / "x.obj")
-    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
+        export_nerf(Run.open(run), "pointcloud", tmp_path / "x.obj")
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
     ckpt["method"] = "splat"
     torch.save(ckpt, run / "checkpoint.pt")
-    with pytest.raises(ReconError, match="not a NeRF run"):
-        export_nerf(run, "pointcloud")
+    with pytest.raises(ReconError, match="checkpoint is a splat run"):
+        export_nerf(Run.open(run), "pointcloud")

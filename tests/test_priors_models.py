@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-from reconstruct.config import TrainConfig
 from reconstruct.priors.config import DiffusionConfig, MonoDepthConfig, PriorsConfig
 
 transformers = pytest.importorskip("transformers", reason="transformers not installed (pip install 'recon[depth]')")
@@ -44,17 +43,24 @@ def tiny_depth_model(tmp_path_factory) -> Path:
     return path
 
 
-def _trainer(scene, run_dir, priors):
-    from reconstruct.train import Trainer
+def _method(scene, priors=None):
+    """A SplatMethod on ``scene`` with 300 random Gaussians, SH degree 0, no densification."""
+    from reconstruct.config import InitConfig, LossConfig, OptimConfig
+    from reconstruct.splatting import SplatMethod, model_from_points
 
-    cfg = TrainConfig(scene=Path("."), views=3, priors=priors)
-    cfg = dataclasses.replace(cfg, densify=dataclasses.replace(cfg.densify, enabled=False),
-                              optim=dataclasses.replace(cfg.optim, sh_degree=0, iters=10))
-    tr = Trainer(cfg, scene, run_dir, torch.device("cpu"))
+    optim = OptimConfig(sh_degree=0)
     rng = np.random.default_rng(0)
-    tr.initialize(rng.uniform(-0.6, 0.6, (300, 3)), rng.uniform(0, 1, (300, 3)))
-    tr.history.append({"step": 0, "init": "random", "n_points": 300})
-    return tr
+    model = model_from_points(rng.uniform(-0.6, 0.6, (300, 3)), rng.uniform(0, 1, (300, 3)), init=InitConfig(),
+                              optim=optim, scene=scene, device=torch.device("cpu"))
+    return SplatMethod(scene, model, optim=optim, loss=LossConfig(), total_steps=10, seed=0)
+
+
+def _trainer(scene, run_dir, priors):
+    from reconstruct.priors import attach_priors
+
+    method = _method(scene)
+    attach_priors(method, priors, Path(run_dir) / "priors", seed=0)
+    return method
 
 
 def test_mono_depth_predicts_caches_and_trains(demo_scene, tiny_depth_model, tmp_path):
@@ -74,24 +80,20 @@ def test_mono_depth_predicts_caches_and_trains(demo_scene, tiny_depth_model, tmp
     assert all(np.array_equal(again[i], preds[i]) for i in preds)
 
     tr = _trainer(demo_scene, tmp_path / "run", PriorsConfig(mono_depth=mc))
-    attach_priors(tr)
     assert [r.name for r in tr.regularizers] == ["mono_depth"]
     assert len(list((tmp_path / "run" / "priors" / "mono_depth").rglob("*.npy"))) == 3  # cached in the run folder
-    r = tr.step_once(0)
+    r = tr.train_step(0)
     assert "mono_depth" in r.terms and 0 < r.terms["mono_depth"] < 10
 
 
-def test_mono_depth_without_weights_says_so_once_and_continues(demo_scene, tmp_path, capsys):
-    from reconstruct.priors import attach_priors
-
+def test_mono_depth_without_weights_says_so_once_and_continues(demo_scene, tmp_path, caplog):
     missing = tmp_path / "no_such_model"
     missing.mkdir()  # exists but holds no weights
     tr = _trainer(demo_scene, tmp_path / "run", PriorsConfig(mono_depth=MonoDepthConfig(enabled=True, model=str(missing))))
-    attach_priors(tr)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len([line for line in err if "monocular depth prior off" in line]) == 1 and str(missing) in err[-1]
+    lines = [r.getMessage() for r in caplog.records if "monocular depth prior off" in r.getMessage()]
+    assert len(lines) == 1 and str(missing) in lines[0]
     assert tr.regularizers == []
-    tr.step_once(0)
+    tr.train_step(0)
 
 
 # ---------------------------------------------------------------------- diffusion
@@ -152,14 +154,13 @@ def test_diffusion_refine_shapes_and_strength(tiny_diffusion):
 
 
 def test_diffusion_prior_refreshes_on_schedule_and_fits_targets(demo_scene, tiny_diffusion, tmp_path):
-    from reconstruct.priors import attach_priors
+    from reconstruct.priors.config import Schedule
 
-    dc = DiffusionConfig(enabled=True, model=str(tiny_diffusion), start=2, interval=3, n_views=2, every=1,
-                         steps=4, strength=0.5, weight=1.0)
+    dc = DiffusionConfig(enabled=True, model=str(tiny_diffusion), schedule=Schedule(start=2, every=1), interval=3,
+                         n_views=2, steps=4, strength=0.5, weight=1.0)
     tr = _trainer(demo_scene, tmp_path / "run", PriorsConfig(diffusion=dc))
-    attach_priors(tr)
     (prior,) = tr.regularizers
-    terms = [tr.step_once(s).terms for s in range(6)]
+    terms = [tr.train_step(s).terms for s in range(6)]
     assert prior.refreshed_at == [2, 5]
     assert "diffusion" not in terms[0] and "diffusion" not in terms[1] and all("diffusion" in t for t in terms[2:])
     assert len(prior.targets) == 2
@@ -168,8 +169,9 @@ def test_diffusion_prior_refreshes_on_schedule_and_fits_targets(demo_scene, tiny
     # the loss pulls renders toward the refined image: its gradient reaches the colors
     from reconstruct import gaussians as G
 
-    out, _, _ = G.render(G.activate(tr.params), T, K, demo_scene.width, demo_scene.height, sh_degree=0,
+    params = tr.model.params
+    out, _, _ = G.render(G.activate(params), T, K, demo_scene.width, demo_scene.height, sh_degree=0,
                          background=tr.background, render_mode="RGB")
     loss = (out[0, ..., :3] - img).abs().mean()
     loss.backward()
-    assert tr.params["sh0"].grad is not None and tr.params["sh0"].grad.abs().sum() > 0
+    assert params["sh0"].grad is not None and params["sh0"].grad.abs().sum() > 0

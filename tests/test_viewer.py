@@ -207,18 +207,18 @@ def test_load_run_folder(tmp_path):
 
 def test_load_run_folder_brings_the_scene_cameras(tmp_path):
     from pruning.formats import write_splats
-    from reconstruct.config import TrainConfig, to_json
+    from reconstruct.config import SplatTrainConfig, to_json
     from viewer.loading import load_target
 
     demo = Path(__file__).resolve().parents[1] / "data" / "demo"
     run = tmp_path / "run"
     run.mkdir()
     write_splats(run / "splats.ply", two_clusters(5))
-    (run / "config.json").write_text(to_json(TrainConfig(scene=demo, views=3)))
+    (run / "config.json").write_text(to_json(SplatTrainConfig(scene=demo, views=3)))
     t = load_target(run)
     assert t.scene is not None and len(t.scene.train_ids) == 3 and t.scene.test_ids
     assert t.background == tuple(float(c) for c in t.scene.background)
-    (run / "config.json").write_text(to_json(TrainConfig(scene=tmp_path / "gone", views=3)))
+    (run / "config.json").write_text(to_json(SplatTrainConfig(scene=tmp_path / "gone", views=3)))
     t = load_target(run)
     assert t.scene is None and any("cameras not shown" in n for n in t.notes)
 
@@ -227,7 +227,7 @@ def test_recon_view_bad_input_is_one_line_exit_1(tmp_path):
     bad = tmp_path / "bad.ply"
     bad.write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 5\nproperty float x\nend_header\n")
     out = subprocess.run(
-        [sys.executable, "-m", "reconstruct.cli", "view", str(bad), "--port", "0"],
+        [sys.executable, "-m", "recon.cli", "view", str(bad), "--port", "0"],
         capture_output=True, text=True, timeout=60,
     )
     assert out.returncode == 1, out
@@ -304,7 +304,7 @@ def test_recon_view_serves_a_file_and_prints_the_real_port(tmp_path):
     blocker.listen(1)
     taken = blocker.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "reconstruct.cli", "view", str(path), "--port", str(taken)],
+        [sys.executable, "-m", "recon.cli", "view", str(path), "--port", str(taken)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
@@ -373,38 +373,35 @@ def test_nerf_run_is_rendered_on_the_server(tmp_path):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from scene_fixtures import write_blender
 
-    import scenes
-    from reconstruct.config import TrainConfig, to_json
+    from scene_fixtures import train_run
+
+    from reconstruct.config import NerfTrainConfig, OutputConfig
     from reconstruct.nerf.config import NerfConfig
-    from reconstruct.nerf.trainer import load_nerf, render_image, train_nerf
+    from reconstruct.nerf.method import field_from_state, render_image
     from viewer.loading import load_target
 
     scene_dir = tmp_path / "scene"
     write_blender(scene_dir, n_train=4, n_test=1, size=16)
     run = tmp_path / "run"
-    run.mkdir()
-    cfg = TrainConfig(scene=scene_dir, views=None, method="nerf")
-    cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, iters=2),
-                              output=dataclasses.replace(cfg.output, out=run, eval_at_end=False))
     tiny = NerfConfig(rays_per_batch=64, n_samples=16, log2_hashmap_size=8, n_levels=2, max_resolution=16,
                       grid_resolution=8)
+    cfg = NerfTrainConfig(scene=scene_dir, views=None, iters=2, nerf=tiny, output=OutputConfig(eval_at_end=False))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny problem on a shared machine: one thread is faster
     try:
-        train_nerf(cfg, scenes.load_scene(scene_dir), run, device=torch.device("cpu"), resume=False, ncfg=tiny,
-                   progress=False)
+        train_run(cfg, run)
     finally:
         torch.set_num_threads(threads)
-    (run / "config.json").write_text(to_json(cfg))  # what `recon train` writes next to the checkpoint
     target = load_target(run)
     assert target.splats is None and target.render_fn is not None and target.scene is not None
     s = target.scene
     i = s.test_ids[0]
     img = target.render_fn(s.T_world_cam[i], s.Ks[i], s.width, s.height)
     assert img.shape == (s.height, s.width, 3) and np.isfinite(img).all()
-    field, grid, ckpt = load_nerf(run)
+    state = torch.load(run / "checkpoint.pt", weights_only=True)["state"]
+    field, grid = field_from_state(state, torch.device("cpu"))
     ref, _, _ = render_image(field, grid, s.Ks[i], s.T_world_cam[i], s.width, s.height, near=s.near, far=s.far,
-                             background=s.background, n_samples=int(ckpt["n_samples"]))
+                             background=s.background, n_samples=int(state["n_samples"]))
     np.testing.assert_allclose(img, ref.numpy(), atol=1e-5)
     depth = target.render_fn(s.T_world_cam[i], s.Ks[i], s.width, s.height, depth=True)
     assert depth.shape == (s.height, s.width)

@@ -109,7 +109,7 @@ def load_target(path: Path) -> ViewTarget:
     splats = run.splats() if run.has_splats() else None
     nerf = splats is None and Run.is_run(path) and run.method == "nerf"
     if splats is None and not nerf:
-        raise ReconError(path, "not a viewable run folder: no trained splats and not a NeRF run")
+        raise ReconError(path, f"not a viewable run folder: no {Run.SPLATS} and not a NeRF run")
     scene = _run_scene(run, notes) if Run.is_run(path) else None
     render_fn = nerf_render_fn(run, scene) if nerf else None
     background = tuple(float(c) for c in scene.background) if scene is not None else (1.0, 1.0, 1.0)
