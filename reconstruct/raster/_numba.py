@@ -7,9 +7,12 @@ tile), with per-pixel state (transmittance, done flag, accumulators) in small lo
 Every (tile, Gaussian) intersection k owns row k of the gradient buffers, so tiles never
 write to the same memory; the caller sums rows into Gaussians with one ``index_add_``.
 
-Skip rules (identical in both passes): power < 0, power > ln(255 o) (alpha < 1/255 without
-calling exp), then alpha = min(ALPHA_MAX, o exp(-power)) < ALPHA_MIN. A pixel stops at the
-first Gaussian that would bring its transmittance to <= T_MIN; that Gaussian is excluded.
+Shading rules, gsplat 1.5.3's (RasterizeToPixels3DGSFwd.cu:145-168, Bwd.cu:173-237), the
+same in both passes: alpha = min(ALPHA_MAX = 0.999, o exp(-power)); skipped when power < 0
+or alpha < ALPHA_MIN = 1/255 (power > ln(255 o) is that test done before calling exp). A
+pixel stops at the first Gaussian that would bring its transmittance to <= T_MIN = 1e-4;
+that Gaussian is excluded. Where o exp(-power) > 0.999 the alpha is the constant clamp, so
+that pixel passes no gradient to the opacity, conic or mean (only to the color).
 """
 
 from __future__ import annotations
@@ -237,7 +240,7 @@ def composite_backward(
                         B[i, j, d] = alpha * f + one_minus * B[i, j, d]
                     v_a = v_a * T_k + T_final[cam, py, px] / one_minus * v_alpha_pix[cam, py, px]
                     T[i, j] = T_k
-                    if raw <= _ALPHA_MAX:  # the clamp passes no gradient
+                    if raw <= _ALPHA_MAX:  # clamped alpha: no opacity/geometry gradient (Bwd.cu:222)
                         g_o += e * v_a
                         v_power = -alpha * v_a
                         g_a += 0.5 * dx * dx * v_power

@@ -13,9 +13,10 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from reconstruct.raster.projection import ALPHA_MIN
+from reconstruct.raster.projection import ALPHA_MIN, RADIUS_MAX
 
 _ALPHA_MIN = float(ALPHA_MIN)
+_RADIUS_MAX = float(RADIUS_MAX)
 
 
 _CHUNK = 256
@@ -118,7 +119,7 @@ def _jacobian(x, y, z, fx, fy, cx, cy, width, height, J):
 def project_forward(
     means, quats, scales, opacities,  # [N, 3], [N, 4], [N, 3], [N]
     Rvs, tvs, Ks,  # [C, 3, 3] world-to-camera rotations, [C, 3] translations, [C, 3, 3]
-    width, height, near, far, eps2d, cap,
+    width, height, near, far, eps2d,
     means2d, conics, depths, radii,  # written: [C, N, 2], [C, N, 3], [C, N], [C, N, 2] int32
 ):
     C = Rvs.shape[0]
@@ -165,8 +166,8 @@ def project_forward(
                 mx = fx * x / z + cx
                 my = fy * y / z + cy
                 extend = min(3.33, math.sqrt(2.0 * math.log(o / _ALPHA_MIN)))
-                rx = math.ceil(extend * math.sqrt(a))
-                ry = math.ceil(extend * math.sqrt(c))
+                rx = np.ceil(extend * math.sqrt(a))  # float: math.ceil would wrap past int64
+                ry = np.ceil(extend * math.sqrt(c))
                 if rx <= 0.0 and ry <= 0.0:
                     continue
                 if mx + rx <= 0.0 or mx - rx >= width or my + ry <= 0.0 or my - ry >= height:
@@ -181,8 +182,8 @@ def project_forward(
                 conics[cam, n, 1] = q1
                 conics[cam, n, 2] = q2
                 depths[cam, n] = z
-                radii[cam, n, 0] = np.int32(min(rx, cap))
-                radii[cam, n, 1] = np.int32(min(ry, cap))
+                radii[cam, n, 0] = np.int32(min(rx, _RADIUS_MAX))  # no cap: int32 saturation only
+                radii[cam, n, 1] = np.int32(min(ry, _RADIUS_MAX))
 
 
 @njit(cache=True, parallel=True)

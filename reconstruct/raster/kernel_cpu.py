@@ -130,7 +130,7 @@ class _ProjectCPU(torch.autograd.Function):
     """EWA projection in numba; gradients to means, quats and scales (not the cameras)."""
 
     @staticmethod
-    def forward(ctx, means, quats, scales, opacities, viewmats, Ks, width, height, near, far, eps2d, cap):
+    def forward(ctx, means, quats, scales, opacities, viewmats, Ks, width, height, near, far, eps2d):
         from reconstruct.raster import _numba_project
 
         C, N = viewmats.shape[0], means.shape[0]
@@ -144,7 +144,7 @@ class _ProjectCPU(torch.autograd.Function):
         radii = np.empty((C, N, 2), dtype=np.int32)
         _numba_project.project_forward(
             arrays["means"], arrays["quats"], arrays["scales"], _np64(opacities), arrays["Rvs"], arrays["tvs"],
-            arrays["Ks"], width, height, near, far, eps2d, cap, means2d, conics, depths, radii,
+            arrays["Ks"], width, height, near, far, eps2d, means2d, conics, depths, radii,
         )
         ctx.arrays = arrays
         ctx.radii = radii
@@ -176,7 +176,7 @@ class _ProjectCPU(torch.autograd.Function):
         )
         dt = ctx.dtype
         return (torch.from_numpy(v_means).to(dt), torch.from_numpy(v_quats).to(dt),
-                torch.from_numpy(v_scales).to(dt)) + (None,) * 9
+                torch.from_numpy(v_scales).to(dt)) + (None,) * 8
 
 
 class _SHColorsCPU(torch.autograd.Function):
@@ -222,12 +222,11 @@ def project_cpu(
     far_plane: float,
 ):
     """`projection.project_gaussians` computed by the numba kernels (no camera gradients)."""
-    from reconstruct.raster.projection import EPS2D, TILE_SIZE, Projected
+    from reconstruct.raster.projection import EPS2D, Projected
 
-    cap = float(2 * max(width, height) + 2 * TILE_SIZE)
     means2d, conics, depths, radii = _ProjectCPU.apply(
         means, quats, scales, opacities.detach(), viewmats.detach(), Ks.detach(), width, height,
-        float(near_plane), float(far_plane), EPS2D, cap,
+        float(near_plane), float(far_plane), EPS2D,
     )
     R, t = viewmats.detach()[:, :3, :3], viewmats.detach()[:, :3, 3]
     campos = -torch.einsum("cji,cj->ci", R, t)  # [C, 3]
