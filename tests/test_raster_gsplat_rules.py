@@ -401,7 +401,7 @@ def test_two_opaque_splats_stop_after_the_first():
 
 def _gsplat_source(name: str) -> str:
     gsplat = pytest.importorskip("gsplat")
-    path = Path(gsplat.__file__).parent / "cuda" / name
+    path = Path(gsplat.__file__).parent / name
     if not path.exists():
         pytest.skip(f"gsplat's CUDA source {name} is not installed")
     return path.read_text()
@@ -412,10 +412,10 @@ def test_constants_match_gsplat_sources():
     CUDA sources; a gsplat upgrade that changes them fails here."""
     gsplat = pytest.importorskip("gsplat")
     assert gsplat.__version__ == "1.5.3"
-    fwd = _gsplat_source("csrc/RasterizeToPixels3DGSFwd.cu")
-    bwd = _gsplat_source("csrc/RasterizeToPixels3DGSBwd.cu")
-    proj = _gsplat_source("csrc/ProjectionEWA3DGSFused.cu")
-    common = _gsplat_source("include/Common.h")
+    fwd = _gsplat_source("cuda/csrc/RasterizeToPixels3DGSFwd.cu")
+    bwd = _gsplat_source("cuda/csrc/RasterizeToPixels3DGSBwd.cu")
+    proj = _gsplat_source("cuda/csrc/ProjectionEWA3DGSFused.cu")
+    common = _gsplat_source("cuda/include/Common.h")
     assert "float alpha = min(0.999f, opac * __expf(-sigma));" in fwd
     assert "if (sigma < 0.f || alpha < ALPHA_THRESHOLD) {" in fwd
     assert "if (next_T <= 1e-4f) { // this pixel is done: exclusive" in fwd
