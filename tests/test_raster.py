@@ -1,6 +1,8 @@
 """Rasterizer backends: the numba CPU kernel against the torch reference (values and every
-gradient), a brute-force per-pixel check of the reference, gradcheck, render modes, a
-no-NaN property test, gsplat's DefaultStrategy fed by our info, and gsplat on CUDA."""
+gradient), a brute-force per-pixel check of the reference with gsplat's constants, gradcheck,
+render modes, a no-NaN property test, gsplat's DefaultStrategy fed by our info, and gsplat on
+CUDA. Scenes draw opacities up to exactly 1 (1.0 and 0.9999 among them) so gsplat's 0.999
+alpha clamp and its transmittance stop are exercised."""
 
 from __future__ import annotations
 
@@ -14,10 +16,15 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconstruct.raster import ALPHA_MAX, ALPHA_MIN, T_MIN, rasterize, resolve_backend
+from reconstruct.raster import rasterize, resolve_backend
 from reconstruct.raster.projection import project_gaussians
 
 REPO = Path(__file__).resolve().parents[1]
+# gsplat 1.5.3's shading constants as literals (gsplat/cuda/csrc/RasterizeToPixels3DGSFwd.cu:148-154,
+# include/Common.h:54), so a backend constant that drifts from gsplat fails the brute-force check.
+GSPLAT_ALPHA_CLAMP = 0.999
+GSPLAT_ALPHA_THRESHOLD = 1.0 / 255.0
+GSPLAT_T_STOP = 1e-4
 PARAM_NAMES = ("means", "quats", "scales", "opacities", "colors", "backgrounds")
 
 
@@ -59,7 +66,9 @@ def make_scene(
         log_scales[:k, 0] = math.log(1e-7)  # flat discs
         log_scales[k : 2 * k] = math.log(1e-5)  # sub-pixel specks
         log_scales[2 * k : 2 * k + 3] = math.log(3.0)  # screen-filling blobs
-    opacities = torch.rand(n, generator=g, dtype=torch.float64) * 0.97 + 0.02
+    opacities = torch.rand(n, generator=g, dtype=torch.float64) * 0.98 + 0.02  # up to 1
+    opacities[0::10] = 1.0  # exactly opaque: alpha clamped at 0.999 around the center
+    opacities[5::10] = 0.9999
     colors = (
         torch.rand(n, 3, generator=g, dtype=torch.float64)
         if sh_degree is None
@@ -204,10 +213,10 @@ def brute_force_pixel(proj, opac, feats, bg, cam: int, px: float, py: float):
         dy = float(proj.means2d[cam, i, 1]) - py
         a, b, c = proj.conics[cam, i].tolist()
         power = 0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy
-        alpha = min(ALPHA_MAX, float(opac[i]) * math.exp(-power))
-        if power < 0 or alpha < ALPHA_MIN:
+        alpha = min(GSPLAT_ALPHA_CLAMP, float(opac[i]) * math.exp(-power))
+        if power < 0 or alpha < GSPLAT_ALPHA_THRESHOLD:
             continue
-        if T * (1 - alpha) <= T_MIN:
+        if T * (1 - alpha) <= GSPLAT_T_STOP:
             break
         color += alpha * T * feats[cam, i]
         T *= 1 - alpha
@@ -378,7 +387,7 @@ def test_kernel_never_returns_nan(seed, log_scale, spread, opacity_scale, cam_z,
         "means": (torch.randn(n, 3, generator=g) * spread).requires_grad_(True),
         "quats": torch.randn(n, 4, generator=g).requires_grad_(True),
         "scales": torch.exp(torch.randn(n, 3, generator=g) * 2 + log_scale).requires_grad_(True),
-        "opacities": (torch.rand(n, generator=g) * opacity_scale).requires_grad_(True),
+        "opacities": torch.cat([torch.ones(2), torch.rand(n - 2, generator=g) * opacity_scale]).requires_grad_(True),
         "colors": torch.randn(n, 4, 3, generator=g).requires_grad_(True),
         "backgrounds": torch.rand(1, 3, generator=g).requires_grad_(True),
     }
@@ -473,8 +482,8 @@ def test_numba_compile_is_cached_for_a_second_process():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_gsplat_on_cuda_matches_cpu_kernel():
     scene = make_scene(15, n=400, width=64, height=48, cameras=2, sh_degree=3, dtype=torch.float32)
-    # Opacities stay below both alpha clamps (ours 0.99, gsplat 1.5.3's 0.999).
-    scene["params"]["opacities"] = scene["params"]["opacities"].clamp_max(0.95)
+    # make_scene's opacities reach 1 (1.0 and 0.9999 included): gsplat's 0.999 clamp is hit.
+    assert float(scene["params"]["opacities"].max()) == 1.0
     cpu = render_with_grads(scene, "cpu")
     device = torch.device(torch.cuda.current_device())  # an index names the CUDA device
     gpu_scene = dict(scene)

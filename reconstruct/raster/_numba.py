@@ -7,9 +7,16 @@ tile), with per-pixel state (transmittance, done flag, accumulators) in small lo
 Every (tile, Gaussian) intersection k owns row k of the gradient buffers, so tiles never
 write to the same memory; the caller sums rows into Gaussians with one ``index_add_``.
 
-Skip rules (identical in both passes): power < 0, power > ln(255 o) (alpha < 1/255 without
-calling exp), then alpha = min(ALPHA_MAX, o exp(-power)) < ALPHA_MIN. A pixel stops at the
-first Gaussian that would bring its transmittance to <= T_MIN; that Gaussian is excluded.
+Shading rules, gsplat 1.5.3's (RasterizeToPixels3DGSFwd.cu:145-168, Bwd.cu:173-237), the
+same in both passes: alpha = min(ALPHA_MAX = 0.999, o exp(-power)); skipped when power < 0
+or alpha < ALPHA_MIN = 1/255 (power > ln(255 o) is that test done before calling exp). A
+pixel stops at the first Gaussian that would bring its transmittance to <= T_MIN = 1e-4;
+that Gaussian is excluded. Where o exp(-power) > 0.999 the alpha is the constant clamp, so
+that pixel passes no gradient to the opacity, conic or mean (only to the color).
+
+The three constants come in as arguments (``alpha_min, alpha_max, t_min``), not as globals:
+numba's on-disk cache keys on this file only, so a global imported from ``projection`` would
+stay frozen at its value from the first compile.
 """
 
 from __future__ import annotations
@@ -19,11 +26,6 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from reconstruct.raster.projection import ALPHA_MAX, ALPHA_MIN, T_MIN
-
-_ALPHA_MAX = float(ALPHA_MAX)
-_ALPHA_MIN = float(ALPHA_MIN)
-_T_MIN = float(T_MIN)
 _FAST = {"contract", "arcp", "nsz", "reassoc", "afn"}
 """LLVM fast-math flags for compositing; not nnan/ninf, so NaN/inf tests stay meaningful."""
 _MARGIN = 1e-3
@@ -71,6 +73,9 @@ def composite_forward(
     tile_size,
     tile_width,
     tile_height,
+    alpha_min,  # ALPHA_MIN = 1/255
+    alpha_max,  # ALPHA_MAX = 0.999
+    t_min,  # T_MIN = 1e-4
     out,  # [C, H, W, D] float64, written
     T_final,  # [C, H, W] float64, written
     last_ids,  # [C, H, W] int64, written: last contributing intersection, start - 1 if none
@@ -104,7 +109,7 @@ def composite_forward(
             b = conics[g, 1]
             c = conics[g, 2]
             o = opacities[g]
-            if o < _ALPHA_MIN:
+            if o < alpha_min:
                 continue
             lim = math.log(255.0 * o)
             i0, i1 = _row_range(a, b, c, lim, mx, my, y0, ph)
@@ -118,11 +123,11 @@ def composite_forward(
                     power = 0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy
                     if power < 0.0 or power > lim:
                         continue
-                    alpha = min(_ALPHA_MAX, o * math.exp(-power))
-                    if alpha < _ALPHA_MIN:
+                    alpha = min(alpha_max, o * math.exp(-power))
+                    if alpha < alpha_min:
                         continue
                     next_T = T[i, j] * (1.0 - alpha)
-                    if next_T <= _T_MIN:
+                    if next_T <= t_min:
                         done[i, j] = True
                         n_done += 1
                         continue
@@ -153,6 +158,9 @@ def composite_backward(
     tile_size,
     tile_width,
     tile_height,
+    alpha_min,
+    alpha_max,
+    t_min,
     T_final,  # [C, H, W] from the forward
     last_ids,  # [C, H, W] from the forward
     v_out,  # [C, H, W, D] dL/d(composited features, background included)
@@ -196,7 +204,7 @@ def composite_backward(
             b = conics[g, 1]
             c = conics[g, 2]
             o = opacities[g]
-            if o < _ALPHA_MIN:
+            if o < alpha_min:
                 continue
             lim = math.log(255.0 * o)
             g_mx = 0.0
@@ -222,8 +230,8 @@ def composite_backward(
                         continue
                     e = math.exp(-power)
                     raw = o * e
-                    alpha = min(_ALPHA_MAX, raw)
-                    if alpha < _ALPHA_MIN:
+                    alpha = min(alpha_max, raw)
+                    if alpha < alpha_min:
                         continue
                     one_minus = 1.0 - alpha
                     T_k = T[i, j] / one_minus  # transmittance in front of Gaussian k
@@ -237,7 +245,7 @@ def composite_backward(
                         B[i, j, d] = alpha * f + one_minus * B[i, j, d]
                     v_a = v_a * T_k + T_final[cam, py, px] / one_minus * v_alpha_pix[cam, py, px]
                     T[i, j] = T_k
-                    if raw <= _ALPHA_MAX:  # the clamp passes no gradient
+                    if raw <= alpha_max:  # clamped alpha: no opacity/geometry gradient (Bwd.cu:222)
                         g_o += e * v_a
                         v_power = -alpha * v_a
                         g_a += 0.5 * dx * dx * v_power

@@ -13,9 +13,6 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from reconstruct.raster.projection import ALPHA_MIN
-
-_ALPHA_MIN = float(ALPHA_MIN)
 
 
 _CHUNK = 256
@@ -118,7 +115,8 @@ def _jacobian(x, y, z, fx, fy, cx, cy, width, height, J):
 def project_forward(
     means, quats, scales, opacities,  # [N, 3], [N, 4], [N, 3], [N]
     Rvs, tvs, Ks,  # [C, 3, 3] world-to-camera rotations, [C, 3] translations, [C, 3, 3]
-    width, height, near, far, eps2d, cap,
+    width, height, near, far, eps2d,
+    alpha_min, radius_max,  # ALPHA_MIN, RADIUS_MAX (arguments: the disk cache keys on this file)
     means2d, conics, depths, radii,  # written: [C, N, 2], [C, N, 3], [C, N], [C, N, 2] int32
 ):
     C = Rvs.shape[0]
@@ -149,7 +147,7 @@ def project_forward(
                 x = Rv[0, 0] * means[n, 0] + Rv[0, 1] * means[n, 1] + Rv[0, 2] * means[n, 2] + tvs[cam, 0]
                 y = Rv[1, 0] * means[n, 0] + Rv[1, 1] * means[n, 1] + Rv[1, 2] * means[n, 2] + tvs[cam, 1]
                 z = Rv[2, 0] * means[n, 0] + Rv[2, 1] * means[n, 1] + Rv[2, 2] * means[n, 2] + tvs[cam, 2]
-                if not (z >= near and z <= far and z > 0.0) or not (o >= _ALPHA_MIN):
+                if not (z >= near and z <= far and z > 0.0) or not (o >= alpha_min):
                     continue
                 fx, fy, cx, cy = Ks[cam, 0, 0], Ks[cam, 1, 1], Ks[cam, 0, 2], Ks[cam, 1, 2]
                 _rotate_covariance(Rv, Sigma, tmp, S)
@@ -164,9 +162,9 @@ def project_forward(
                     continue
                 mx = fx * x / z + cx
                 my = fy * y / z + cy
-                extend = min(3.33, math.sqrt(2.0 * math.log(o / _ALPHA_MIN)))
-                rx = math.ceil(extend * math.sqrt(a))
-                ry = math.ceil(extend * math.sqrt(c))
+                extend = min(3.33, math.sqrt(2.0 * math.log(o / alpha_min)))
+                rx = np.ceil(extend * math.sqrt(a))  # float: math.ceil would wrap past int64
+                ry = np.ceil(extend * math.sqrt(c))
                 if rx <= 0.0 and ry <= 0.0:
                     continue
                 if mx + rx <= 0.0 or mx - rx >= width or my + ry <= 0.0 or my - ry >= height:
@@ -181,8 +179,8 @@ def project_forward(
                 conics[cam, n, 1] = q1
                 conics[cam, n, 2] = q2
                 depths[cam, n] = z
-                radii[cam, n, 0] = np.int32(min(rx, cap))
-                radii[cam, n, 1] = np.int32(min(ry, cap))
+                radii[cam, n, 0] = np.int32(min(rx, radius_max))  # no cap: int32 saturation only
+                radii[cam, n, 1] = np.int32(min(ry, radius_max))
 
 
 @njit(cache=True, parallel=True)

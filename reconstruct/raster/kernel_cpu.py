@@ -18,7 +18,7 @@ import torch
 from numba import parallel_chunksize
 from torch import Tensor
 
-from reconstruct.raster.projection import TileBins
+from reconstruct.raster.projection import ALPHA_MAX, ALPHA_MIN, RADIUS_MAX, T_MIN, TileBins
 
 
 def _np64(x: Tensor) -> np.ndarray:
@@ -47,7 +47,8 @@ class _CompositeCPU(torch.autograd.Function):
             _numba.composite_forward(
                 arrays["means2d"], arrays["conics"], arrays["opacities"], arrays["features"],
                 arrays["offsets"], arrays["flatten_ids"], width, height, tile_size,
-                bins.tile_width, bins.tile_height, out, T_final, last_ids,
+                bins.tile_width, bins.tile_height, float(ALPHA_MIN), float(ALPHA_MAX), float(T_MIN),
+                out, T_final, last_ids,
             )
         dtype = features.dtype
         images = torch.from_numpy(out)  # [C, H, W, D] without background
@@ -85,6 +86,7 @@ class _CompositeCPU(torch.autograd.Function):
             _numba.composite_backward(
                 a["means2d"], a["conics"], a["opacities"], a["features"], bg,
                 a["offsets"], a["flatten_ids"], width, height, tile_size, tw, th,
+                float(ALPHA_MIN), float(ALPHA_MAX), float(T_MIN),
                 ctx.T_final, ctx.last_ids, v_out, v_alpha, v_m, v_abs, v_q, v_o, v_f,
             )
         ids = ctx.flatten_ids
@@ -130,7 +132,7 @@ class _ProjectCPU(torch.autograd.Function):
     """EWA projection in numba; gradients to means, quats and scales (not the cameras)."""
 
     @staticmethod
-    def forward(ctx, means, quats, scales, opacities, viewmats, Ks, width, height, near, far, eps2d, cap):
+    def forward(ctx, means, quats, scales, opacities, viewmats, Ks, width, height, near, far, eps2d):
         from reconstruct.raster import _numba_project
 
         C, N = viewmats.shape[0], means.shape[0]
@@ -144,7 +146,8 @@ class _ProjectCPU(torch.autograd.Function):
         radii = np.empty((C, N, 2), dtype=np.int32)
         _numba_project.project_forward(
             arrays["means"], arrays["quats"], arrays["scales"], _np64(opacities), arrays["Rvs"], arrays["tvs"],
-            arrays["Ks"], width, height, near, far, eps2d, cap, means2d, conics, depths, radii,
+            arrays["Ks"], width, height, near, far, eps2d, float(ALPHA_MIN), float(RADIUS_MAX),
+            means2d, conics, depths, radii,
         )
         ctx.arrays = arrays
         ctx.radii = radii
@@ -176,7 +179,7 @@ class _ProjectCPU(torch.autograd.Function):
         )
         dt = ctx.dtype
         return (torch.from_numpy(v_means).to(dt), torch.from_numpy(v_quats).to(dt),
-                torch.from_numpy(v_scales).to(dt)) + (None,) * 9
+                torch.from_numpy(v_scales).to(dt)) + (None,) * 8
 
 
 class _SHColorsCPU(torch.autograd.Function):
@@ -222,12 +225,11 @@ def project_cpu(
     far_plane: float,
 ):
     """`projection.project_gaussians` computed by the numba kernels (no camera gradients)."""
-    from reconstruct.raster.projection import EPS2D, TILE_SIZE, Projected
+    from reconstruct.raster.projection import EPS2D, Projected
 
-    cap = float(2 * max(width, height) + 2 * TILE_SIZE)
     means2d, conics, depths, radii = _ProjectCPU.apply(
         means, quats, scales, opacities.detach(), viewmats.detach(), Ks.detach(), width, height,
-        float(near_plane), float(far_plane), EPS2D, cap,
+        float(near_plane), float(far_plane), EPS2D,
     )
     R, t = viewmats.detach()[:, :3, :3], viewmats.detach()[:, :3, 3]
     campos = -torch.einsum("cji,cj->ci", R, t)  # [C, 3]

@@ -3,16 +3,26 @@
 The reference renderer uses these functions as they are (autograd gives every gradient);
 the CPU kernel runs numba ports of them (``_numba_project.py``, ``_numba.bin_tiles``) and
 the parity tests hold the two to the same values and gradients. The math follows gsplat
-1.5.3's pinhole path (``fully_fused_projection`` + ``isect_tiles``) so the CPU backends and
-gsplat on CUDA select, order and shade the same Gaussians:
+1.5.3's pinhole path (``fully_fused_projection`` + ``isect_tiles``, the path
+``gsplat.rasterization`` takes with ``packed=False, rasterize_mode="classic"``) so the CPU
+backends and gsplat on CUDA select, order and shade the same Gaussians:
 
 - world -> camera with the view matrix, covariance R S S^T R^T rotated into the camera;
+- culled (radius 0) when z < near or z > far (ProjectionEWA3DGSFused.cu:72);
 - EWA: 2D covariance J Sigma J^T, the Jacobian J evaluated at a mean whose x/y is clamped to
-  1.3x the field of view (as gsplat), plus a 0.3 px low-pass dilation on the diagonal;
-- culled (radius 0): depth outside [near, far], det <= 0, opacity < 1/255, or a bounding box
-  fully off screen. Radius = ceil(extend * sigma_axis) with extend = min(3.33,
-  sqrt(2 ln(255 o))), the opacity-aware box beyond which alpha < 1/255 anyway;
-- tiles of 16x16 px; intersections sorted by (camera, tile, depth), ties by Gaussian index.
+  1.3x the field of view (Utils.cuh:514-535, ``persp_proj``), plus the 0.3 px^2 dilation on
+  the diagonal (Utils.cuh:381-388, ``add_blur``; ``eps2d=0.3``); culled if det <= 0;
+- culled if opacity < 1/255; radius = ceil(extend * sqrt(blurred variance)) per axis with
+  the opacity-aware extend = min(3.33, sqrt(2 ln(255 o))), beyond which alpha < 1/255
+  anyway (ProjectionEWA3DGSFused.cu:164-184, gsplat passes the opacities: rendering.py:426);
+  culled if both radii are 0 or the box lies fully off screen (ProjectionEWA3DGSFused.cu:
+  186-198). Radii are not capped: a huge footprint keeps its full radius (saturated at the
+  int32 maximum) and the tile range, not the radius, is clipped to the image;
+- tiles of 16x16 px, Gaussian tiles [floor(m/ts - r/ts), ceil(m/ts + r/ts)) clipped to the
+  tile grid (IntersectTile.cu:66-77); intersections sorted by (camera, tile, depth), ties
+  by Gaussian index.
+
+File:line references are to gsplat 1.5.3's ``gsplat/cuda/csrc`` and ``gsplat/cuda/include``.
 """
 
 from __future__ import annotations
@@ -25,13 +35,20 @@ import torch.nn.functional as F
 from torch import Tensor
 
 ALPHA_MIN = 1.0 / 255.0
-"""Contributions with alpha below this are skipped (gsplat's ALPHA_THRESHOLD)."""
-ALPHA_MAX = 0.99
-"""Per-Gaussian alpha clamp (3DGS paper; gsplat 1.5.3's CUDA kernel uses 0.999)."""
+"""gsplat's ALPHA_THRESHOLD (Common.h:54): a Gaussian with opacity below it is culled at
+projection (ProjectionEWA3DGSFused.cu:171), a contribution with alpha below it is skipped
+(RasterizeToPixels3DGSFwd.cu:149, RasterizeToPixels3DGSBwd.cu:178)."""
+ALPHA_MAX = 0.999
+"""Per-Gaussian alpha clamp, alpha = min(0.999, o exp(-power)) (RasterizeToPixels3DGSFwd.cu:148,
+RasterizeToPixels3DGSBwd.cu:177). Where o exp(-power) > 0.999 the opacity, conic and mean
+get no gradient from that pixel; its color still does (RasterizeToPixels3DGSBwd.cu:222)."""
 T_MIN = 1e-4
-"""A pixel stops once its transmittance would drop to or below this (that Gaussian excluded)."""
+"""A pixel stops at the first Gaussian that would bring its transmittance to <= T_MIN; that
+Gaussian is excluded (RasterizeToPixels3DGSFwd.cu:153-156)."""
 EPS2D = 0.3
-"""Low-pass dilation added to the 2D covariance diagonal, in px^2."""
+"""Low-pass dilation added to the 2D covariance diagonal, in px^2 (gsplat's eps2d default)."""
+RADIUS_MAX = 2**31 - 1
+"""Radii saturate at the int32 maximum (the float -> int32 conversion on CUDA saturates)."""
 TILE_SIZE = 16
 """Tile edge in pixels."""
 
@@ -123,9 +140,8 @@ def project_gaussians(
         valid = valid & ((rx > 0) | (ry > 0))
         valid = valid & (mx + rx > 0) & (mx - rx < width) & (my + ry > 0) & (my - ry < height)
         valid = valid & torch.isfinite(means2d.detach()).all(-1) & torch.isfinite(conics.detach()).all(-1)
-        # Bounding boxes larger than any image are capped (keeps int32 and tile counts sane).
-        cap = float(2 * max(width, height) + 2 * TILE_SIZE)
-        radii = torch.stack([rx.clamp_max(cap), ry.clamp_max(cap)], dim=-1)
+        # No cap beyond int32 saturation: bin_tiles clips the tile range to the image.
+        radii = torch.stack([rx, ry], dim=-1).double().clamp_max(float(RADIUS_MAX))  # exact in float64
         radii = torch.where(valid[..., None], radii, torch.zeros_like(radii)).to(torch.int32)
 
     v = valid[..., None]

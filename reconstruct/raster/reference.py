@@ -5,7 +5,9 @@ builds the [n, P] alpha matrix and composites front to back with a cumulative pr
 which reproduces the sequential kernel's rules exactly:
 
     power  = 0.5 (a dx^2 + c dy^2) + b dx dy          (dx = mean_x - pixel center)
-    alpha  = min(ALPHA_MAX, o exp(-power)), skipped if power < 0 or alpha < 1/255
+    alpha  = min(ALPHA_MAX, o exp(-power)), skipped if power < 0 or alpha < 1/255;
+             where o exp(-power) > ALPHA_MAX alpha is that constant (no gradient to o,
+             the conic or the mean), as gsplat's RasterizeToPixels3DGSBwd.cu:222
     T_k    = prod_{j<k} (1 - alpha_j)  over contributing j
     stop   : the first Gaussian that would bring T to <= T_MIN and all later ones are dropped
     color  = sum_k alpha_k T_k c_k + T_final * background,  alpha_pixel = 1 - T_final
@@ -64,7 +66,10 @@ def composite_reference(
                     dx = m[:, 0:1] - px[None, :]  # [n, P]
                     dy = m[:, 1:2] - py[None, :]
                     power = 0.5 * (q[:, 0:1] * dx * dx + q[:, 2:3] * dy * dy) + q[:, 1:2] * dx * dy
-                    alpha = torch.clamp_max(o[:, None] * torch.exp(-power), ALPHA_MAX)  # [n, P]
+                    raw = o[:, None] * torch.exp(-power)  # [n, P]
+                    # The clamp by where (not clamp_max) so the tie raw == ALPHA_MAX keeps its
+                    # gradient exactly as gsplat's `opac * vis <= 0.999f` test does.
+                    alpha = torch.where(raw <= ALPHA_MAX, raw, torch.full_like(raw, ALPHA_MAX))
                     hit = (power >= 0) & (alpha >= ALPHA_MIN)
                     alpha = torch.where(hit, alpha, torch.zeros_like(alpha))
                     with torch.no_grad():  # which Gaussians are composited before the stop
