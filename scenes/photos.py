@@ -64,7 +64,10 @@ def photo_folder(path: Path) -> Path | None:
 
 
 def _positive(value) -> float | None:
+    """A positive finite number from an EXIF value (number, rational, or (num, den) pair), else None."""
     try:
+        if isinstance(value, tuple) and len(value) == 2:
+            value = float(value[0]) / float(value[1])
         v = float(value)
     except (TypeError, ValueError, ZeroDivisionError):
         return None
