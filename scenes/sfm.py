@@ -46,6 +46,9 @@ MAX_SIDES = (1600, 1000, 640)
 POSES_FILE = "poses.json"
 MODEL_DIR = "sfm"
 POINTS_FILE = "sparse_pc.ply"
+#: A registered photo must see this many triangulated points, else it is dropped (GLOMAP can
+#: place cameras on a handful of tracks: 6 of 6 "registered" on 4 points, measured on lego).
+MIN_IMAGE_POINTS = 10
 
 
 @dataclass(frozen=True)
@@ -134,13 +137,24 @@ class PoseEstimate:
 # ----------------------------------------------------------------------------- running COLMAP
 
 
-@contextlib.contextmanager
-def _quiet_colmap() -> Iterator[None]:
-    """COLMAP logs only errors inside the block (its log level is process-wide; restored after)."""
+def _pycolmap():
+    """The pycolmap module, imported after Pillow's C core.
+
+    Importing pycolmap first makes Pillow's PNG encoder corrupt the heap on large images
+    (measured: SIGABRT saving an 800x800 PNG, pycolmap 4.2.1 with Pillow 13); Pillow first is safe.
+    """
+    import PIL.Image  # noqa: F401  (load order matters, see above)
     import pycolmap
 
+    return pycolmap
+
+
+@contextlib.contextmanager
+def _quiet_colmap() -> Iterator[None]:
+    """COLMAP logs nothing below FATAL inside the block (its log level is process-wide; restored after)."""
+    pycolmap = _pycolmap()
     old = pycolmap.logging.minloglevel
-    pycolmap.logging.minloglevel = 2
+    pycolmap.logging.minloglevel = 3  # failed tries log errors; the outcome is reported by the caller
     try:
         yield
     finally:
@@ -168,7 +182,7 @@ def _write_resized(photos: Sequence[Photo], names: Sequence[str], max_side: int,
 
 def _extract(db: Path, folder: Path, photos: Sequence[Photo], names: Sequence[str], rung: Rung, shared: bool) -> None:
     """SIFT features into ``db``; one camera for all photos when ``shared``; EXIF focal as the prior."""
-    import pycolmap
+    pycolmap = _pycolmap()
 
     ext = pycolmap.FeatureExtractionOptions()
     ext.sift.max_num_features = rung.max_num_features
@@ -193,7 +207,7 @@ def _extract(db: Path, folder: Path, photos: Sequence[Photo], names: Sequence[st
 
 
 def _match(db: Path, rung: Rung) -> None:
-    import pycolmap
+    pycolmap = _pycolmap()
 
     verify = pycolmap.TwoViewGeometryOptions()
     verify.min_num_inliers = rung.two_view_min_inliers
@@ -209,7 +223,7 @@ def _best(recs: dict) -> object | None:
 
 def _map(db: Path, folder: Path, out: Path, rung: Rung, mapper: str):
     """Run one mapper on ``db``; the best reconstruction or None."""
-    import pycolmap
+    pycolmap = _pycolmap()
 
     out.mkdir(parents=True, exist_ok=True)
     if mapper == "incremental":
@@ -226,6 +240,21 @@ def _map(db: Path, folder: Path, out: Path, rung: Rung, mapper: str):
     return _best(pycolmap.global_mapping(db, folder, out, options=opts))
 
 
+def _prune_weak(rec):
+    """Deregister photos that see fewer than MIN_IMAGE_POINTS points (their poses are guesses)."""
+    if rec is None:
+        return None
+    changed = True
+    while changed:  # dropping a photo can strand the points of another
+        changed = False
+        for image_id in list(rec.reg_image_ids()):
+            image = rec.images[image_id]
+            if image.num_points3D < MIN_IMAGE_POINTS:
+                rec.deregister_frame(image.frame_id)
+                changed = True
+    return rec
+
+
 def _score(rec) -> tuple[int, float]:
     if rec is None or rec.num_reg_images() == 0:
         return 0, math.inf
@@ -233,7 +262,7 @@ def _score(rec) -> tuple[int, float]:
 
 
 def _mappers() -> tuple[str, ...]:
-    import pycolmap
+    pycolmap = _pycolmap()
 
     return ("incremental", "global") if hasattr(pycolmap, "global_mapping") else ("incremental",)
 
@@ -393,7 +422,7 @@ def estimate_poses(
     Raises ReconError (one line) for unreadable photos, and when too few photos register; then
     nothing is left in ``workdir`` (a workdir this call created is removed again).
     """
-    import pycolmap
+    pycolmap = _pycolmap()
 
     say = progress or (lambda _msg: None)
     paths = [Path(p).resolve() for p in image_paths]
@@ -443,7 +472,7 @@ def estimate_poses(
                     t = time.perf_counter()
                     out = scratch / f"out_{len(attempts)}"
                     try:
-                        rec = _map(matched[rung.matches_key], folder, out, rung, mapper)
+                        rec = _prune_weak(_map(matched[rung.matches_key], folder, out, rung, mapper))
                     except Exception as err:  # a mapper that crashes on a degenerate view graph is one failed try
                         say(f"{rung.name}, {mapper}: failed ({type(err).__name__}: {err})")
                         rec = None
