@@ -13,7 +13,8 @@ EXIF camera / focal), else one per photo; an EXIF focal length is the prior. Pho
 re-encoded (pixels as stored, EXIF orientation ignored, as the readers do) and resized into a
 scratch folder; intrinsics are scaled back to each photo's own size.
 
-Outputs in ``workdir``: ``sfm/`` (the COLMAP model, cameras at the photos' size),
+Outputs in ``workdir``: ``sfm/`` (the COLMAP model, cameras and keypoints at the photos' size,
+images named by the photos' file names when those are unique),
 ``sparse_pc.ply`` (the triangulated points) and ``poses.json`` (nerfstudio layout:
 ``file_path`` = absolute photo path, ``transform_matrix`` = OpenGL camera-to-world in
 nerfstudio's world, i.e. COLMAP's world through ``applied_transform``; ``fl_x fl_y cx cy w h``,
@@ -341,6 +342,9 @@ def _export(rec, photos: Sequence[Photo], names: Sequence[str], rung: Rung, tmp:
         Ks.append(np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]]))
         Ts.append(T_world_cam)
         coeffs.append(k)
+    if len({p.path.name for p in photos}) == len(photos):  # the model names the photos themselves
+        for image in rec.images.values():
+            image.name = by_name[image.name].path.name
     model = tmp / MODEL_DIR
     model.mkdir()
     rec.write_binary(str(model))

@@ -175,6 +175,12 @@ def test_poses_json_and_the_nerfstudio_reader_give_the_same_cameras(box_run):
         assert (q[:, 2] > 0).mean() > 0.99
         assert ((uv[:, 0] > -1) & (uv[:, 0] < W + 1) & (uv[:, 1] > -1) & (uv[:, 1] < H + 1)).mean() > 0.6
     assert load_estimated_scene(est.poses_json, holdout=True).test_ids == (0,)
+    import pycolmap
+
+    model = pycolmap.Reconstruction(str(work / "sfm"))
+    assert sorted(im.name for im in model.images.values()) == [f"view_{i}.png" for i in range(5)]
+    assert {(c.width, c.height) for c in model.cameras.values()} == {(W, H)}
+    assert model.num_points3D() == est.n_points
 
 
 def test_an_existing_poses_json_for_the_same_photos_is_reused(box_run):
@@ -196,18 +202,42 @@ def test_unrelated_photos_are_refused_and_nothing_is_left(tmp_path):
         T = box_cameras(3)[seed : seed + 1]
         paths += _write_views(tmp_path / f"scene{seed}", T, seed=10 + seed)
     work = tmp_path / "work"
-    ladder = [Rung("320px default", 320), Rung("320px relaxed", 320, two_view_min_inliers=10, min_num_matches=10,
-                                              init_min_num_inliers=50, abs_pose_min_num_inliers=15)]
     with pytest.raises(ReconError, match=r"only [01] of 3 photos could be registered \(need 2\)") as err:
-        estimate_poses(paths, work, ladder=ladder)
+        estimate_poses(paths, work)  # the whole default ladder
     msg = str(err.value)
     assert "\n" not in msg and "more photos" in msg and "overlap" in msg and "COLMAP model" in msg
     assert not work.exists()
     work.mkdir()
     (work / "keep.txt").write_text("x")
     with pytest.raises(ReconError):
-        estimate_poses(paths, work, ladder=ladder[:1])
+        estimate_poses(paths, work, ladder=[Rung("320px default", 320)])
     assert [p.name for p in work.iterdir()] == ["keep.txt"]
+
+
+def test_one_camera_with_the_exif_focal_as_prior_else_one_camera_per_photo(tmp_path):
+    import pycolmap
+
+    from scenes.sfm import _extract, _write_resized
+
+    tex = _textures(0)
+    T = box_cameras(3)
+    folder = tmp_path / "exif"
+    folder.mkdir()
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0xA405] = 35  # 35 mm equivalent: 35 / 36 * 320 = 311.1 px
+    for i in range(3):
+        Image.fromarray(render_box(T[i], tex)).save(folder / f"v{i}.jpg", exif=exif, quality=95)
+    photos = [read_photo(p) for p in sorted(folder.iterdir())]
+    names = [f"{p.path.stem}.png" for p in photos]
+    rung = Rung("half", 160)
+    _write_resized(photos, names, rung.max_side, tmp_path / "small")
+    assert Image.open(tmp_path / "small" / "v0.png").size == (160, 120)
+    _extract(tmp_path / "one.db", tmp_path / "small", photos, names, rung, shared=True)
+    cams = pycolmap.Database.open(str(tmp_path / "one.db")).read_all_cameras()
+    assert len(cams) == 1 and cams[0].has_prior_focal_length and (cams[0].width, cams[0].height) == (160, 120)
+    assert cams[0].params[0] == pytest.approx(35 / 36 * 320 / 2)
+    _extract(tmp_path / "many.db", tmp_path / "small", photos, names, rung, shared=False)
+    assert len(pycolmap.Database.open(str(tmp_path / "many.db")).read_all_cameras()) == 3
 
 
 def test_unreadable_photo_is_refused_before_any_work(tmp_path):
