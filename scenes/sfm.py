@@ -125,7 +125,9 @@ class PoseEstimate:
     registered: int
     total: int
     mean_reprojection_error: float
-    """Mean reprojection error in pixels of the rung's images."""
+    """Mean reprojection error in pixels of the rung's (resized) images: what rungs are ranked by."""
+    mean_reprojection_error_photo: float
+    """The same error in pixels of the photos at their own size."""
     n_points: int
     rung: str
     mapper: str
@@ -345,6 +347,7 @@ def _export(rec, photos: Sequence[Photo], names: Sequence[str], rung: Rung, tmp:
     if len({p.path.name for p in photos}) == len(photos):  # the model names the photos themselves
         for image in rec.images.values():
             image.name = by_name[image.name].path.name
+    rec.update_point_3d_errors()  # errors at the photos' size, now that keypoints are rescaled
     model = tmp / MODEL_DIR
     model.mkdir()
     rec.write_binary(str(model))
@@ -383,7 +386,7 @@ def _reuse(workdir: Path, photos: Sequence[Photo]) -> PoseEstimate | None:
     try:
         meta = json.loads(path.read_text())
         info = meta["recon_sfm"]
-        if info["input_images"] != _input_list(photos) or not (workdir / MODEL_DIR).is_dir():
+        if info["input_images"] != _input_list(photos) or not (workdir / MODEL_DIR).is_dir() or not (workdir / POINTS_FILE).is_file():
             return None
         frames = meta["frames"]
         T = np.stack([np.asarray(fr["transform_matrix"], dtype=np.float64) for fr in frames])
@@ -397,7 +400,8 @@ def _reuse(workdir: Path, photos: Sequence[Photo]) -> PoseEstimate | None:
         poses_json=path, model_dir=workdir / MODEL_DIR, image_paths=paths,
         unregistered=tuple(p.path for p in photos if p.path not in registered),
         Ks=Ks, T_world_cam=_opencv_to_opengl(T), coeffs=coeffs, registered=len(paths), total=len(photos),
-        mean_reprojection_error=float(info["mean_reprojection_error_px"]), n_points=int(info["points"]),
+        mean_reprojection_error=float(info["mean_reprojection_error_px"]),
+        mean_reprojection_error_photo=float(info["mean_reprojection_error_photo_px"]), n_points=int(info["points"]),
         rung=str(info["rung"]), mapper=str(info["mapper"]), seconds=float(info["seconds"]), reused=True,
     )
 
@@ -493,13 +497,15 @@ def estimate_poses(
         if registered < need:
             what = "more photos with more overlap between neighbours (60-80%), or a COLMAP model (sparse/0) of these photos"
             raise ReconError(_common_folder(paths), f"only {registered} of {n} photos could be registered (need {need}); try {what}")
-        _, rec, rung, mapper = best
+        (_, neg_err), rec, rung, mapper = best
+        err_px = -neg_err
         seconds = time.perf_counter() - t0
         meta, arrays = _export(rec, photos, names, rung, scratch)
-        err_px = float(rec.compute_mean_reprojection_error())
+        err_photo = float(rec.compute_mean_reprojection_error())
         meta["recon_sfm"] = {
             "input_images": _input_list(photos),
             "registered": registered, "total": n, "mean_reprojection_error_px": err_px,
+            "mean_reprojection_error_photo_px": err_photo, "max_side": rung.max_side,
             "points": arrays["points"], "rung": rung.name, "mapper": mapper, "seconds": seconds,
             "attempts": [a.__dict__ | {"mean_reprojection_error": None if math.isinf(a.mean_reprojection_error)
                                        else a.mean_reprojection_error} for a in attempts],
@@ -516,7 +522,8 @@ def estimate_poses(
         poses_json=workdir / POSES_FILE, model_dir=workdir / MODEL_DIR, image_paths=tuple(arrays["paths"]),
         unregistered=tuple(p.path for p in photos if p.path not in reg_paths),
         Ks=arrays["Ks"], T_world_cam=arrays["T"], coeffs=arrays["coeffs"], registered=registered, total=n,
-        mean_reprojection_error=err_px, n_points=arrays["points"], rung=rung.name, mapper=mapper,
+        mean_reprojection_error=err_px, mean_reprojection_error_photo=err_photo, n_points=arrays["points"],
+        rung=rung.name, mapper=mapper,
         seconds=seconds, attempts=tuple(attempts),
     )
 
