@@ -146,3 +146,30 @@ def load_lpips(weights_dir: Path | None = None) -> LpipsStatus:
             return LpipsStatus(model, None)
     where = ", ".join(str(c) for c in candidates)
     return LpipsStatus(None, f"LPIPS weights (alexnet-owt-7be5be79.pth + alex.pth) not found in {where}")
+
+
+# ----------------------------------------------------------------------------- masked (DTU protocol)
+
+
+def apply_mask(img: torch.Tensor, mask: torch.Tensor, background: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> torch.Tensor:
+    """[H, W, 3] image with every pixel outside ``mask`` ([H, W] bool, True = object) set to ``background``."""
+    assert mask.shape == img.shape[:2], (mask.shape, img.shape)
+    bg = torch.tensor(background, dtype=img.dtype, device=img.device)
+    return torch.where(mask[..., None].to(torch.bool), img, bg)
+
+
+def masked_psnr(
+    img: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor, background: tuple[float, float, float] = (0.0, 0.0, 0.0)
+) -> float:
+    """DTU / RegNeRF object PSNR of [H, W, 3] images: both images get ``background`` (black)
+    outside the object mask, then the usual PSNR over the whole image (background pixels count,
+    with zero error), as RegNeRF's masked evaluation does."""
+    return psnr(apply_mask(img.clamp(0, 1), mask, background), apply_mask(ref, mask, background))
+
+
+def masked_ssim(
+    img: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor, background: tuple[float, float, float] = (0.0, 0.0, 0.0)
+) -> float:
+    """DTU / RegNeRF object SSIM: both images get ``background`` outside the mask, then the
+    11x11 Gaussian SSIM averaged over the whole (valid) image."""
+    return ssim(apply_mask(img.clamp(0, 1), mask, background), apply_mask(ref, mask, background))

@@ -1,4 +1,4 @@
-"""Reading scenes: Blender, LLFF, COLMAP and nerfstudio formats, sparse-view splits."""
+"""Reading scenes: Blender, LLFF, COLMAP, nerfstudio and DTU formats, sparse-view splits; photos without poses (scenes.photos, scenes.sfm)."""
 
 from scenes.errors import ReconError
 from scenes.load import detect_format, load_scene

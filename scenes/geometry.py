@@ -109,3 +109,26 @@ def look_at(eye, target, *, up=(0.0, 0.0, 1.0)) -> np.ndarray:
     T = np.eye(4)
     T[:3, 0], T[:3, 1], T[:3, 2], T[:3, 3] = x, np.cross(z, x), z, eye
     return T
+
+
+def umeyama(src: np.ndarray, dst: np.ndarray, *, with_scale: bool = True) -> tuple[float, np.ndarray, np.ndarray]:
+    """Least-squares similarity ``dst ~ scale * R @ src + t`` between [N, 3] point sets (Umeyama 1991).
+
+    Returns (scale, R [3, 3] rotation, t [3]); scale is 1 when ``with_scale`` is False. Needs at
+    least 3 points not on one line for a unique rotation.
+    """
+    src = np.asarray(src, dtype=np.float64).reshape(-1, 3)
+    dst = np.asarray(dst, dtype=np.float64).reshape(-1, 3)
+    assert len(src) == len(dst) and len(src) >= 2, (src.shape, dst.shape)
+    mu_s, mu_d = src.mean(axis=0), dst.mean(axis=0)
+    xs, xd = src - mu_s, dst - mu_d
+    cov = xd.T @ xs / len(src)  # [3, 3]
+    U, S, Vt = np.linalg.svd(cov)
+    D = np.eye(3)
+    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
+        D[2, 2] = -1.0
+    R = U @ D @ Vt
+    var_s = float((xs**2).sum() / len(src))
+    scale = float(np.trace(np.diag(S) @ D) / var_s) if with_scale and var_s > 0 else 1.0
+    t = mu_d - scale * R @ mu_s
+    return scale, R, t

@@ -10,9 +10,11 @@ from scenes.types import SceneData, SceneFormat
 #: What each format is recognized by, in detection order (shown in the unknown-format error).
 SIGNATURES: tuple[tuple[str, str], ...] = (
     ("blender", "transforms_train.json"),
+    ("dtu", "image/ + cameras_sphere.npz"),
     ("llff", "poses_bounds.npy"),
     ("nerfstudio", "transforms.json"),
     ("colmap", "sparse/0/images.bin|.txt"),
+    ("photos", "2+ photos (jpg/png), optionally in images/"),
 )
 
 
@@ -31,14 +33,19 @@ def _resolve(path: Path) -> tuple[Path, Path | None]:
 
 
 def detect_format(path: str | Path) -> SceneFormat:
-    """Which reader a scene folder needs: "blender", "llff", "nerfstudio" or "colmap".
+    """Which reader a scene folder needs: "blender", "dtu", "llff", "nerfstudio", "colmap" or "photos".
 
-    Blender wins over everything (transforms_train.json); LLFF comes before COLMAP because LLFF
-    releases ship a partial sparse/0 (fern has no images.bin). A path to another JSON file
+    Blender wins over everything (transforms_train.json); DTU (IDR camera file beside image/)
+    comes before LLFF because DTU copies often carry an extra poses_bounds.npy; LLFF comes
+    before COLMAP because LLFF releases ship a partial sparse/0 (fern has no images.bin). A
+    folder with none of these that holds photos (directly or in images/) is "photos": images
+    without poses, for ``scenes.sfm.estimate_poses``. A path to another JSON file
     means a nerfstudio transforms file; poses_bounds.npy or transforms_train.json stand for
     their folder. Raises ReconError for a missing folder or an unknown layout.
     """
     from scenes.colmap import find_model_dir
+    from scenes.dtu import find_cameras_file
+    from scenes.photos import photo_folder
 
     path, json_path = _resolve(Path(path))
     if json_path is not None:
@@ -49,12 +56,16 @@ def detect_format(path: str | Path) -> SceneFormat:
         raise ReconError(path, "is not a scene folder")
     if (path / "transforms_train.json").is_file():
         return "blender"
+    if find_cameras_file(path) is not None:
+        return "dtu"
     if (path / "poses_bounds.npy").is_file():
         return "llff"
     if (path / "transforms.json").is_file():
         return "nerfstudio"
     if find_model_dir(path) is not None:
         return "colmap"
+    if photo_folder(path) is not None:
+        return "photos"
     expected = ", ".join(sig for _, sig in SIGNATURES)
     raise ReconError(path, f"unknown scene format (expected one of: {expected})")
 
@@ -88,6 +99,14 @@ def load_scene(
         from scenes.blender import read_blender
 
         return read_blender(path, **kwargs)
+    if fmt == "dtu":
+        from scenes.dtu import read_dtu
+
+        return read_dtu(path, **kwargs)
+    if fmt == "photos":
+        raise ReconError(
+            path, "holds photos without camera poses; estimate them first (scenes.sfm.estimate_poses, then load_estimated_scene)"
+        )
     if fmt == "llff":
         from scenes.llff import read_llff
 

@@ -9,6 +9,11 @@ import numpy as np
 #: DietNeRF / FreeNeRF / DNGaussian 8-view Blender split: indices into transforms_train.json.
 BLENDER_TRAIN_8: tuple[int, ...] = (26, 86, 2, 55, 75, 93, 16, 73)
 
+#: RegNeRF / pixelNeRF DTU split: 3 views = the first 3, 6 = the first 6, 9 = all 9.
+DTU_TRAIN: tuple[int, ...] = (25, 22, 28, 40, 44, 48, 0, 8, 13)
+#: RegNeRF / pixelNeRF DTU test views (25 of the 49 camera positions).
+DTU_TEST: tuple[int, ...] = (1, 2, 9, 10, 11, 12, 14, 15, 23, 24, 26, 27, 29, 30, 31, 32, 33, 34, 35, 41, 42, 43, 45, 46, 47)
+
 
 def holdout_split(n_frames: int, views: int | None, *, hold_every: int = 8) -> tuple[list[int], list[int]]:
     """LLFF / RegNeRF protocol for scenes without an official split.
@@ -58,3 +63,26 @@ def holdout_split_for(root, n_frames: int, views: int | None) -> tuple[list[int]
         return holdout_split(n_frames, views)
     except ValueError as err:
         raise ReconError(root, str(err)) from None
+
+
+def dtu_split(
+    n_frames: int, views: int | None, *, train_order: Sequence[int] = DTU_TRAIN, test: Sequence[int] = DTU_TEST
+) -> tuple[list[int], list[int]]:
+    """RegNeRF DTU protocol: train = the first ``views`` ids of ``train_order`` (3 -> 25, 22, 28).
+
+    ``views=None`` trains on every frame that is not a test view. Raises ValueError when the
+    scene has fewer frames than the split names, or when more views are asked for than the
+    protocol orders (use all views instead).
+    """
+    ids = list(train_order) + list(test)
+    if ids and max(ids) >= n_frames:
+        raise ValueError(f"DTU split names frame {max(ids)} but the scene has {n_frames} frames")
+    test_l = [int(i) for i in test]
+    if views is None:
+        held = set(test_l)
+        return [i for i in range(n_frames) if i not in held], test_l
+    if views < 1:
+        raise ValueError(f"--views must be at least 1, got {views}")
+    if views > len(train_order):
+        raise ValueError(f"the DTU protocol orders {len(train_order)} training views; --views {views} is more (use --views all)")
+    return [int(i) for i in train_order[:views]], test_l

@@ -14,7 +14,8 @@ from typing import Callable, Literal
 
 import numpy as np
 
-SceneFormat = Literal["blender", "llff", "colmap", "nerfstudio", "synthetic"]
+SceneFormat = Literal["blender", "llff", "colmap", "nerfstudio", "dtu", "photos", "synthetic"]
+"""``photos`` is a folder of photos without poses: ``detect_format`` names it, no reader returns it."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ class SceneData:
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
     camera_model: str = "pinhole"
     """Lens model of the source images: "pinhole", "opencv" or "opencv_fisheye" (``distortion``'s meaning)."""
+    mask_loader: Callable[[int], np.ndarray] | None = field(default=None, repr=False, compare=False)
+    """Loads frame i's object mask as [H, W] bool (True = object) at (width, height); None = no masks."""
 
     @property
     def n_frames(self) -> int:
@@ -70,6 +73,21 @@ class SceneData:
     @property
     def has_points(self) -> bool:
         return self.points is not None and len(self.points) > 0
+
+    @property
+    def has_masks(self) -> bool:
+        return self.mask_loader is not None
+
+    def mask(self, i: int) -> np.ndarray:
+        """Object mask of frame ``i`` as [H, W] bool (True = object), loaded on first use and cached."""
+        key = ("mask", i)
+        if key not in self._cache:
+            if self.mask_loader is None:
+                raise ValueError("scene has no object masks")
+            m = self.mask_loader(i)
+            assert m.shape == (self.height, self.width) and m.dtype == np.bool_, (m.shape, m.dtype)
+            self._cache[key] = m
+        return self._cache[key]
 
     def image(self, i: int) -> np.ndarray:
         """Frame ``i`` as [H, W, 3] float32 in [0, 1], loaded on first use and cached."""
