@@ -188,27 +188,3 @@ def export_splats(target: Path, *, format: str = "compressed-ply", out: Path | N
         for key, value in result.items():
             setattr(report, key, value)
     return report
-
-
-def print_report(report: ExportReport, *, json_out: bool = False) -> None:
-    if json_out:
-        print(json.dumps(asdict(report), indent=1))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"recon export -> {report.out}", show_header=False)
-    table.add_row("source", f"{report.source} ({report.source_kind})")
-    table.add_row("format", f"{report.format}, SH degree {report.sh_degree}")
-    table.add_row("splats", f"{report.n_splats:,}")
-    table.add_row("file size", f"{report.bytes:,} bytes ({report.bytes / 2**20:.2f} MiB)")
-    table.add_row("bytes per splat", f"{report.bytes_per_splat:.2f}")
-    table.add_row("vs float .ply", f"{report.ply_bytes / report.bytes:.2f}x smaller")
-    if report.psnr_vs_trained is not None:
-        table.add_row("PSNR vs trained renders", f"{report.psnr_vs_trained:.2f} dB ({report.n_views} test views)")
-        table.add_row("PSNR vs photos", f"exported {report.psnr_export_gt:.2f} dB, trained "
-                                         f"{report.psnr_trained_gt:.2f} dB "
-                                         f"(delta {report.psnr_export_gt - report.psnr_trained_gt:+.2f} dB)")
-    else:
-        table.add_row("PSNR", report.psnr_note or "not measured")
-    Console().print(table)

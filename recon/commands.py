@@ -30,7 +30,7 @@ class InfoCommand:
     """Print exactly one JSON object."""
 
     def run(self) -> int:
-        from scenes.info import print_info
+        from recon.report import print_info
 
         return print_info(self.scene, views=None if self.views == "all" else self.views, downscale=self.downscale,
                           resolution=self.resolution, as_json=self.json)
@@ -175,7 +175,8 @@ class CompressCommand:
 
     def run(self) -> int:
         # With no technique named, a splat run gets masks + codebooks and a NeRF run gets ADMM.
-        from pruning.compress import CompressConfig, compress_run, print_report
+        from pruning.compress import CompressConfig, compress_run
+        from recon.report import print_compress_report
         from pruning.quantize import QuantizeConfig
         from reconstruct.run import Run
         from scenes.errors import ReconError
@@ -196,7 +197,7 @@ class CompressCommand:
         run = Run.open(self.run_dir)
         run.sweep()
         report = compress_run(run, cfg, admm=self.admm, auto=none)
-        print_report(report, json_out=self.json)
+        print_compress_report(report, json_out=self.json)
         return 0
 
 
@@ -228,13 +229,14 @@ class ExportCommand:
 
             print(export_nerf(Run.open(self.run_dir), self.format, self.out))
             return 0
-        from pruning.export import export_splats, print_report
+        from pruning.export import export_splats
+        from recon.report import print_export_report
 
         report = export_splats(
             self.run_dir, format=self.format, out=self.out, sh_degree=self.sh_degree, source=self.source,
             evaluate=self.evaluate, max_views=self.eval_views, progress=not self.json,
         )
-        print_report(report, json_out=self.json)
+        print_export_report(report, json_out=self.json)
         return 0
 
 

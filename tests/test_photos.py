@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from scenes import ReconError, detect_format, load_scene
-from scenes.info import print_info
+from recon.report import print_info
 from scenes.photos import list_photos, one_camera
 
 

@@ -61,7 +61,7 @@ def open_viewer(*, host: str = "127.0.0.1", port: int = 8080, verbose: bool = Tr
     handle = ViewerHandle(server=server, host=host, port=int(server.get_port()))
     if verbose:
         moved = "" if port in (0, handle.port) else f" (port {port} was taken)"
-        print(f"viewer: open {handle.url}{moved}", flush=True)
+        log.info("viewer: open %s%s", handle.url, moved)
     return handle
 
 
