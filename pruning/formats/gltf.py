@@ -208,7 +208,10 @@ def _accessor(path: Path, doc: dict, binary: bytes, index: object, name: str, n:
 
 def decode(path: Path, data: bytes) -> Splats:
     doc, binary = _chunks(path, data)
-    prims = [p for mesh in _list(path, doc, "meshes") for p in (mesh.get("primitives") or [])
+    meshes = _list(path, doc, "meshes")
+    if not all(isinstance(m.get("primitives", []), list) for m in meshes):
+        raise ReconError(path, ".glb mesh primitives must be lists")
+    prims = [p for mesh in meshes for p in mesh.get("primitives", [])
              if isinstance(p, dict) and isinstance(p.get("extensions"), dict) and EXT in p["extensions"]]
     if not prims:
         raise ReconError(path, f".glb has no primitive with the {EXT} extension (not a splat file)")
