@@ -242,3 +242,21 @@ def test_malformed_meta_is_one_line_error(tmp_path) -> None:
         read_splats(path)
     with pytest.raises(ReconError, match="zero splats"):
         encode_splats(s.subset(np.zeros(50, bool)), format="sog")
+
+
+def test_deflated_entry_cannot_expand_without_bound(tmp_path) -> None:
+    """A zip entry's header sizes are not trusted: a deflated 'texture' that expands far beyond
+    what the meta.json's count can need is refused after reading just past the limit."""
+    good = sog.files(tiny_splats(50, sh_degree=0))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in good.items():
+            if name == "quats.webp":
+                zf.writestr(name, bytes(40 << 20), compress_type=zipfile.ZIP_DEFLATED)
+            else:
+                zf.writestr(name, data)
+    path = tmp_path / "bomb.sog"
+    path.write_bytes(buf.getvalue())
+    assert path.stat().st_size < 1 << 20
+    with pytest.raises(ReconError, match="quats.webp is larger than"):
+        read_splats(path)

@@ -55,7 +55,7 @@ def format_from_name(path: str | Path) -> Format:
 def detect_format(path: str | Path, data: bytes) -> Format:
     """The format of file bytes: PLY magic (standard vs compressed by its elements), gzip or
     ``NGSP`` magic for .spz (v2-3 / v4), zip magic with a meta.json entry for .sog, ``glTF`` magic
-    for .glb, a JSON object for an unbundled SOG meta.json, else .splat when the name says so."""
+    for .glb, a .json name for an unbundled SOG meta.json, else .splat when the name says so."""
     from . import _plyio
 
     if _plyio.is_ply(data):
@@ -71,7 +71,7 @@ def detect_format(path: str | Path, data: bytes) -> Format:
         if sog.is_sog_zip(data):
             return "sog"
         raise ReconError(path, "zip file without a readable meta.json entry (not a .sog)")
-    if Path(path).name.lower() == "meta.json" or data[:1] == b"{":
+    if Path(path).suffix.lower() == ".json":
         return "sog"
     suffix = Path(path).suffix.lower()
     if suffix == ".splat":

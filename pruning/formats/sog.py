@@ -371,25 +371,33 @@ def decode(path: Path, data: bytes) -> Splats:
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
         raise ReconError(path, f"not a readable .sog zip ({err})") from None
 
+    limit = [MAX_META_BYTES]
+
     def load(name: str) -> bytes:
+        """One entry, read through at most ``limit`` bytes of output whatever its header claims
+        (a deflated entry could otherwise expand without bound)."""
         try:
             info = zf.getinfo(name)
         except KeyError:
             raise ReconError(path, f".sog has no {name}") from None
-        if info.file_size > MAX_META_BYTES * 16:
-            raise ReconError(path, f".sog entry {name} claims {info.file_size} bytes")
         try:
-            return zf.read(info)
+            with zf.open(info) as f:
+                raw = f.read(limit[0] + 1)
         except (zipfile.BadZipFile, ValueError, OSError, EOFError, NotImplementedError, RuntimeError) as err:
-            raise ReconError(path, f".sog entry {name} is corrupt ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+            raise ReconError(path, f".sog entry {name} is corrupt "
+                                   f"({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+        if len(raw) > limit[0]:
+            raise ReconError(path, f".sog entry {name} is larger than {limit[0]} bytes")
+        return raw
 
     with zf:
-        info = zf.NameToInfo.get("meta.json")
-        if info is None:
+        if "meta.json" not in zf.NameToInfo:
             raise ReconError(path, "zip has no meta.json (not a .sog)")
-        if info.file_size > MAX_META_BYTES:
-            raise ReconError(path, f".sog meta.json claims {info.file_size} bytes")
-        return decode_files(path, load("meta.json"), load)
+        raw_meta = load("meta.json")
+        count = parse_meta(path, raw_meta)["count"]
+        # a lossless WebP of T texels stays below ~4.3 T bytes; T <= 2 * count + 65536 per texture
+        limit[0] = 5 * 4 * (2 * count + 65536 * 15) + (1 << 20)
+        return decode_files(path, raw_meta, load)
 
 
 def read_folder(meta_path: Path) -> Splats:
