@@ -149,11 +149,11 @@ def test_texture_bytes_follow_the_layout() -> None:
 
 
 def test_bytes_are_deterministic_and_morton_beats_random() -> None:
-    s = surface_splats(4096, sh_degree=0)
+    s = surface_splats(16384, sh_degree=0)
     a = encode_splats(s, format="sog")
     assert a == encode_splats(s, format="sog")
     sizes = {lay: len(sog.encode(s, layout=lay)) for lay in sog.LAYOUTS}
-    assert sizes["morton"] < 0.85 * sizes["random"], sizes  # measured 0.71 at 16k splats
+    assert sizes["morton"] < 0.85 * sizes["random"], sizes  # measured 0.76 here (0.84 at 4k splats)
     assert len(a) == sizes["morton"]
 
 

@@ -24,9 +24,10 @@ texel ``t`` (row major) holds one splat, texels ``N..W*H-1`` are padding. The fi
 Frame: the 3DGS .ply frame (RDF), as our splats; no axis conversion. Texel order: splats follow
 a Morton (Z-curve) order of their centers written row by row (``layout="morton"``, the
 default); ``"morton2d"`` lays the same sequence along a 2-D Z-curve over texel coordinates and
-``"random"`` shuffles (both kept for size comparisons: on a smooth 16k-splat scene the row-by-row
-order gave the smallest textures, 26% below random excluding the SH palette, 1.3% below
-``morton2d``, whose jumps between curve blocks break WebP's left/top predictors).
+``"random"`` shuffles (both kept for size comparisons: on a smooth 16k-splat scene,
+``_scenes.surface_splats``, the row-by-row order gave the smallest textures, 24% below random and
+3% below ``morton2d``, whose jumps between curve blocks break WebP's left/top predictors; the
+SH palette texture is ordered by palette index and does not depend on the layout).
 
 The zip stores entries uncompressed (WebP is already compressed), ``meta.json`` first, with a
 fixed timestamp so equal splats give equal bytes.
