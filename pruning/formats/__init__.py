@@ -7,7 +7,7 @@ Formats (byte layouts in DESIGN.md "Formats" and each module's docstring):
 
 - ``ply``: standard 3DGS .ply, float32, lossless (pruning/formats/ply.py)
 - ``compressed-ply``: PlayCanvas / SuperSplat chunked 8-16 bytes a splat (compressed_ply.py)
-- ``spz``: Niantic .spz v3, gzip, fixed point, RUB axes (spz.py)
+- ``spz``: Niantic .spz, fixed point, RUB axes: v3 gzip or v4 zstd streams; reads v2-v4 (spz.py)
 - ``splat``: antimatter15 .splat, 32 bytes a splat, no SH (splat.py)
 - ``sog``: PlayCanvas SOG v2, a zip of meta.json + lossless WebP textures (sog.py); a path named
   ``meta.json`` (or its folder) is the unbundled form
