@@ -202,6 +202,14 @@ def test_we_read_splat_transform_sog(tmp_path) -> None:
     back = read_splats(tmp_path / "theirs.sog")
     assert len(back) == len(s)
     _check_close(s, back.subset(_match(s, back.means)), sh_atol=0.1, steps=1.01)
+    # and their unbundled form (meta.json next to the textures)
+    folder = tmp_path / "theirs"
+    folder.mkdir()
+    proc = subprocess.run([str(TOOL), "-q", "-w", "-g", "cpu", str(src), str(folder / "meta.json")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    unbundled = read_splats(folder)
+    _check_close(s, unbundled.subset(_match(s, unbundled.means)), sh_atol=0.1, steps=1.01)
 
 
 def test_malformed_meta_is_one_line_error(tmp_path) -> None:
