@@ -17,4 +17,7 @@ demo: setup
 	.venv/bin/recon train data/demo --views 8 --iters 2000 --out outputs/demo --overwrite
 
 test: setup
+	.venv/bin/ruff check .
+	.venv/bin/lint-imports
+	.venv/bin/mypy
 	$(PY) -m pytest -q tests

@@ -52,6 +52,9 @@ def project_l1_ball(v: Tensor, budget: float) -> Tensor:
 class SaliencyGrid(torch.nn.Module):
     """Trainable [R, R, R] logit grid; forward samples sigmoid(G) trilinearly at points in [0, 1]^3."""
 
+    keep: Tensor
+    """[R, R, R] bool buffer: False in pruned cells."""
+
     def __init__(self, resolution: int = 32, *, init_logit: float = 2.0) -> None:
         super().__init__()
         assert resolution >= 2, resolution

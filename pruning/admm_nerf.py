@@ -17,7 +17,6 @@ import io
 import json
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -40,11 +39,11 @@ class GatedEncoding(torch.nn.Module):
 
     @property
     def params(self) -> torch.Tensor:
-        return self.inner.params
+        return self.inner.params  # type: ignore[return-value]
 
     @property
     def n_output_dims(self) -> int:
-        return self.inner.n_output_dims
+        return int(self.inner.n_output_dims)  # type: ignore[arg-type]
 
     def forward(self, x: torch.Tensor, level_mask: torch.Tensor | None = None) -> torch.Tensor:
         feats = self.inner(x, level_mask)
@@ -132,7 +131,6 @@ def fold_table(src, dst, active: torch.Tensor) -> None:
     sl, dl = src.layout, dst.layout
     assert len(sl.sizes) == len(dl.sizes) and src.config.features_per_level == dst.config.features_per_level
     n_feat = src.config.features_per_level
-    R = active.shape[0]
     s_tab = src.params.detach().view(-1, n_feat).cpu().double()
     d_tab = dst.params.view(-1, n_feat)
     used = used_entries(src, active)
@@ -239,7 +237,7 @@ def admm_finetune(method, cfg: AdmmNerfConfig, start: int, init_logits: torch.Te
     for row in state.history:
         entry = {"step": row["step"] - start, "psnr": row["psnr"]}
         history.append(entry)
-    if grid is not None:
+    if grid is not None and pruner is not None:
         s = grid.saliency().detach()
         history[-1].update(l1=float(s.sum()), budget=pruner.budget, kept=int(pruner.kept_cells().sum()))
     if handle is not None:
@@ -262,7 +260,7 @@ def compress_nerf_run(run, *, seed: int = 0, progress: bool = True, cfg: AdmmNer
     from reconstruct.run import resolve_device
 
     cfg = cfg or AdmmNerfConfig()
-    train_cfg = run.config
+    train_cfg = run.nerf_config
     device = resolve_device(train_cfg.device)
     scene = run.scene()
     torch.manual_seed(seed)
@@ -288,7 +286,7 @@ def compress_nerf_run(run, *, seed: int = 0, progress: bool = True, cfg: AdmmNer
     t1 = time.perf_counter()
     grid, pruner, history = admm_finetune(method, cfg, int(ckpt["step"]), init_logits, progress=progress)
     finetune_seconds = time.perf_counter() - t1
-    if grid is not None:
+    if grid is not None and pruner is not None:
         kept = pruner.kept_cells()
         grid.prune(kept)  # pruned cells gate to exactly zero
     else:
@@ -345,9 +343,10 @@ def load_compressed_nerf(run, device: torch.device | None = None):
         raise ReconError(path, f"unreadable compressed NeRF ({type(err).__name__})") from None
     fc = saved["field_config"]
     field = NerfField(FieldConfig(**{**fc, "grid": HashGridConfig(**fc["grid"])}), SceneSpace.from_dict(saved["space"]),
-                      implementation=run.config.nerf.encoding).to(device)
+                      implementation=run.nerf_config.nerf.encoding).to(device)
     if saved["logits"] is not None:
-        field.encoding = GatedEncoding(field.encoding, SaliencyGrid(int(saved["resolution"])).to(device))
+        gated = GatedEncoding(field.encoding, SaliencyGrid(int(saved["resolution"])).to(device))
+        field.encoding = gated  # type: ignore[assignment]
     field.load_state_dict({k: v.to(device) for k, v in saved["field"].items()})
     occ = saved["grid"]
     grid = OccupancyGrid(int(occ["resolution"]), step_size=1.0, device=device)

@@ -192,6 +192,7 @@ def compress_run(run, cfg: CompressConfig, *, admm: bool = False, auto: bool = F
     if admm:
         raise ReconError(run.root, "--admm prunes hash-grid NeRF runs; this is a splat run (use --masks/--quantize)")
     scene, splats = run.scene(), run.splats()
+    train_cfg = run.splat_config
     with run.new_compressed() as out_dir:
         report = compress_splats(splats, scene, out_dir, cfg, optim=train_cfg.optim, loss=train_cfg.loss)
         report["ply_bytes"] = run.splats_path.stat().st_size

@@ -14,9 +14,8 @@ splats (RUN/splats.ply) and, next to it, both against the ground-truth photos.
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ from scenes.errors import ReconError
 from scenes.fileio import atomic_write_bytes
 from scenes.progress import progress as progress_bar
 
-from .formats import EXTENSIONS, FORMATS, encode_splats, read_splats
+from .formats import EXTENSIONS, FORMATS, Format, encode_splats, read_splats
 
 
 @dataclass
@@ -152,7 +151,7 @@ def measure_psnr(run: Run, exported: Splats, *, max_views: int | None, progress:
             "psnr_export_gt": mean("export_gt"), "n_views": len(rows), "per_view": rows}
 
 
-def export_splats(target: Path, *, format: str = "compressed-ply", out: Path | None = None,
+def export_splats(target: Path, *, format: Format = "compressed-ply", out: Path | None = None,
                   sh_degree: int | None = None, source: str = "auto", evaluate: bool = True,
                   max_views: int | None = None, progress: bool = True) -> ExportReport:
     """Write ``target`` (run folder, artifact folder or splat file) as ``format``; measure it."""

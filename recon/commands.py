@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -65,7 +66,7 @@ class EvalCommand:
                 field, grid, n_samples = load_compressed_nerf(run, device)
             else:
                 state = run.checkpoint()["state"]
-                field, grid = field_from_state(state, device, implementation=run.config.nerf.encoding)
+                field, grid = field_from_state(state, device, implementation=run.nerf_config.nerf.encoding)
                 n_samples = int(state["n_samples"])
             result = evaluate_nerf(field, grid, scene, n_samples=n_samples, out_dir=out_dir)
             result["n_params"] = sum(p.numel() for p in field.parameters())
@@ -126,7 +127,7 @@ class ViewCommand:
         )
         n = len(target.splats) if target.splats is not None else 0
         what = f"{n:,} splats" if n else "server-rendered model"
-        print(f"recon view: showing {what} from {self.target}; Ctrl+C to stop", flush=True)
+        print(f"recon view: showing {what} from {self.target} at {viewer.url}; Ctrl+C to stop", flush=True)
         try:
             while True:
                 time.sleep(3600.0)
@@ -207,8 +208,8 @@ class ExportCommand:
 
     run_dir: tyro.conf.Positional[Path]
     """Run folder written by `recon train`, its compressed/ artifact, or a splat file to convert."""
-    format: Literal["ply", "compressed-ply", "spz", "splat", "pointcloud", "mesh"] = "compressed-ply"
-    """Output format."""
+    format: Literal["ply", "compressed-ply", "spz", "splat", "sog", "glb", "pointcloud", "mesh"] = "compressed-ply"
+    """Output format (pointcloud and mesh: NeRF runs)."""
     out: Path | None = None
     """Output file (default: inside the run folder)."""
     sh_degree: int | None = None
@@ -230,10 +231,12 @@ class ExportCommand:
             print(export_nerf(Run.open(self.run_dir), self.format, self.out))
             return 0
         from pruning.export import export_splats
+        from pruning.formats import Format
         from recon.report import print_export_report
 
+        fmt = typing.cast(Format, self.format)
         report = export_splats(
-            self.run_dir, format=self.format, out=self.out, sh_degree=self.sh_degree, source=self.source,
+            self.run_dir, format=fmt, out=self.out, sh_degree=self.sh_degree, source=self.source,
             evaluate=self.evaluate, max_views=self.eval_views, progress=not self.json,
         )
         print_export_report(report, json_out=self.json)

@@ -49,8 +49,8 @@ def print_compress_report(report: dict, *, json_out: bool) -> None:
             Console(file=sys.stdout).print(table)
         return
     if json_out:
-        keys = [*JSON_KEYS, "compressed_ply_bytes", "ratio"]
-        print(json.dumps({k: report.get(k) for k in keys if k in report or k in JSON_KEYS}))
+        wanted = [*JSON_KEYS, "compressed_ply_bytes", "ratio"]
+        print(json.dumps({k: report.get(k) for k in wanted if k in report or k in JSON_KEYS}))
         return
     from rich.console import Console
     from rich.table import Table
@@ -152,7 +152,7 @@ def print_info(
         (f"train ({len(scene.train_ids)})", _ids(scene.train_ids)),
         (f"test ({len(scene.test_ids)})", _ids(scene.test_ids)),
         ("near / far", f"{scene.near:.3g} / {scene.far:.3g}"),
-        ("sparse points", f"yes ({len(scene.points)})" if scene.has_points else "no"),
+        ("sparse points", f"yes ({len(scene.points)})" if scene.points is not None else "no"),
     ]
     if scene.has_masks:
         lines.append(("object masks", "yes (metrics are masked)"))

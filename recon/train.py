@@ -80,7 +80,7 @@ def parse_train(args: list[str]) -> TrainRequest:
     _check_flags(method, rest)
     cls = METHODS[method]
     other = [m for m in METHODS if m != method][0]
-    cfg = parse_or_exit(lambda: tyro.cli(cls, args=rest, prog=f"recon train {method}", description=(
+    cfg: TrainConfig = parse_or_exit(lambda: tyro.cli(cls, args=rest, prog=f"recon train {method}", description=(
         f"{cls.__doc__} Methods: `recon train splat` (default) or `recon train nerf` (also --method); "
         f"`recon train {other} --help` lists the {other} options.")))
     return resolve_request(cfg)
@@ -146,6 +146,7 @@ def train(req: TrainRequest) -> int:
     from reconstruct.training import build_method, finish
 
     cfg = req.cfg
+    assert cfg.scene is not None, "a resolved config names its scene"
     device = resolve_device(cfg.device)
     scene = scenes.load_scene(cfg.scene, views=cfg.views, downscale=cfg.data.downscale, resolution=cfg.data.resolution,
                               test_every=cfg.data.test_every)

@@ -241,12 +241,12 @@ def preset_for(views: int | None) -> str:
 
 def resolve(cfg: TrainConfig, *, device_type: str) -> TrainConfig:
     """Every preset- and device-dependent default made concrete (what config.json records)."""
-    cfg = dataclasses.replace(cfg, **{k: None for k in ("config", "resume")}, overwrite=False,
-                              device=device_type if cfg.device == "auto" else cfg.device)
+    device = typing.cast(Literal["auto", "cpu", "cuda"], device_type if cfg.device == "auto" else cfg.device)
+    cfg = dataclasses.replace(cfg, config=None, resume=None, overwrite=False, device=device)
     if cfg.scene is not None:
         cfg = dataclasses.replace(cfg, scene=Path(cfg.scene).expanduser().resolve())
     if isinstance(cfg, SplatTrainConfig):
-        preset = preset_for(cfg.views) if cfg.preset == "auto" else cfg.preset
+        preset = typing.cast(Literal["vanilla", "sparse"], preset_for(cfg.views) if cfg.preset == "auto" else cfg.preset)
         sparse = preset == "sparse"
         priors = cfg.priors
         subs = {}

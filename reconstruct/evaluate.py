@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ def render_splats(
     if isinstance(splats, Splats):
         device = device or torch.device("cpu")
         gs = G.activate(torch.nn.ParameterDict({k: torch.nn.Parameter(v, requires_grad=False)
-                                                for k, v in splats.to_params(device).items()}))
+                                                for k, v in splats.to_params(str(device)).items()}))
         degree = splats.sh_degree if sh_degree is None else sh_degree
     else:
         gs, degree = splats, (sh_degree if sh_degree is not None else int(np.sqrt(splats.colors.shape[1])) - 1)
@@ -106,7 +106,7 @@ def _colorize_depth(depth: np.ndarray) -> np.ndarray:
     return rgb.astype(np.float32)
 
 
-def labelled_grid(rows: list[tuple[np.ndarray, ...]], labels: tuple[str, ...]) -> np.ndarray:
+def labelled_grid(rows: Sequence[tuple[np.ndarray, ...]], labels: tuple[str, ...]) -> np.ndarray:
     """[H', W', 3] image: the rows of equally sized [H, W, 3] tiles under a header naming each column."""
     from PIL import Image, ImageDraw
 

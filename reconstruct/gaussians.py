@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
 
 from reconstruct.config import InitConfig, OptimConfig
 from reconstruct.splats import SH_C0
+
+if TYPE_CHECKING:
+    from reconstruct.raster import RenderMode
 
 
 def _knn_mean_distance(points: np.ndarray, k: int) -> np.ndarray:
@@ -136,5 +140,6 @@ def render(
         backgrounds = background.expand(len(viewmats), 3)  # depth channels get 0 behind the splats
     return rasterize(
         gaussians.means, gaussians.quats, gaussians.scales, gaussians.opacities, gaussians.colors,
-        viewmats, Ks, width, height, sh_degree=sh_degree, backgrounds=backgrounds, render_mode=render_mode,
+        viewmats, Ks, width, height, sh_degree=sh_degree, backgrounds=backgrounds,
+        render_mode=cast("RenderMode", render_mode),  # rasterize asserts it is one of RenderMode
     )

@@ -86,6 +86,9 @@ class LpipsAlex(torch.nn.Module):
     LPIPS linear layers ``alex.pth`` (keys ``lin{0..4}.model.1.weight``).
     """
 
+    shift: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self) -> None:
         super().__init__()
         self.convs = torch.nn.ModuleList(torch.nn.Conv2d(i, o, k, s, p) for i, o, k, s, p in _ALEX_LAYERS)
@@ -95,9 +98,11 @@ class LpipsAlex(torch.nn.Module):
 
     def load(self, trunk: dict, lins: dict) -> "LpipsAlex":
         for conv, idx in zip(self.convs, _ALEX_CONV_IDS):
+            assert isinstance(conv, torch.nn.Conv2d) and conv.bias is not None
             conv.weight.data.copy_(trunk[f"features.{idx}.weight"])
             conv.bias.data.copy_(trunk[f"features.{idx}.bias"])
         for i, lin in enumerate(self.lins):
+            assert isinstance(lin, torch.nn.Conv2d)
             lin.weight.data.copy_(lins[f"lin{i}.model.1.weight"])
         return self.eval()
 

@@ -108,9 +108,9 @@ def decode(path: Path, data: bytes, header: _plyio.PlyHeader) -> Splats:
                                "(not part of the 3DGS .ply layout)")
     rows = _plyio.read_elements(path, data, header)["vertex"]
 
-    all_f4 = all(t == "f4" for _, t in header.element("vertex").properties)
+    all_f4 = all(t == "f4" for _, t in v.properties)
     table = rows.view("<f4").reshape(len(rows), -1) if all_f4 and len(rows) else None
-    index = {name: i for i, name in enumerate(header.element("vertex").names)}
+    index = {name: i for i, name in enumerate(v.names)}
 
     def cols(fields: list[str] | tuple[str, ...]) -> np.ndarray:
         """[N, len(fields)] float32 (one fancy-index on the float table when every property is float)."""

@@ -8,6 +8,7 @@ vertices fails fast with a one-line ``ReconError`` instead of a MemoryError or a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,12 +194,13 @@ def read_elements(path: Path, data: bytes, header: PlyHeader) -> dict[str, np.nd
     return out
 
 
-def header_text(elements: list[tuple[str, np.ndarray]], comments: list[str] = ()) -> bytes:
+def header_text(elements: list[tuple[str, np.ndarray]], comments: Sequence[str] = ()) -> bytes:
     """Binary little-endian PLY header for structured arrays (one per element)."""
     lines = ["ply", "format binary_little_endian 1.0"]
     lines += [f"comment {c}" for c in comments]
     for name, arr in elements:
         lines.append(f"element {name} {arr.shape[0]}")
+        assert arr.dtype.names is not None, f"element '{name}' is not a structured array"
         for field in arr.dtype.names:
             code = arr.dtype[field].str[1:]
             lines.append(f"property {_NUMPY_TO_PLY[code]} {field}")
@@ -206,10 +208,11 @@ def header_text(elements: list[tuple[str, np.ndarray]], comments: list[str] = ()
     return ("\n".join(lines) + "\n").encode("ascii")
 
 
-def ply_bytes(elements: list[tuple[str, np.ndarray]], comments: list[str] = ()) -> bytes:
+def ply_bytes(elements: list[tuple[str, np.ndarray]], comments: Sequence[str] = ()) -> bytes:
     """A complete binary little-endian PLY file as bytes."""
     parts = [header_text(elements, comments)]
     for _, arr in elements:
+        assert arr.dtype.names is not None
         assert all(arr.dtype[f].byteorder in "<|=" for f in arr.dtype.names)
         parts.append(np.ascontiguousarray(arr).tobytes())
     return b"".join(parts)

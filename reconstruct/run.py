@@ -29,7 +29,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from reconstruct.config import TrainConfig, from_dict, to_json
+from reconstruct.config import NerfTrainConfig, SplatTrainConfig, TrainConfig, from_dict, to_json
 from scenes.errors import ReconError
 from scenes.fileio import atomic_write_bytes, atomic_write_text, sweep_temp_files
 
@@ -175,6 +175,22 @@ class Run:
     @property
     def method(self) -> str:
         return self.config.method
+
+    @property
+    def splat_config(self) -> SplatTrainConfig:
+        """The config of a splat run (a one-line error for a NeRF run)."""
+        cfg = self.config
+        if not isinstance(cfg, SplatTrainConfig):
+            raise ReconError(self.root, f"is a {cfg.method} run, not a splat run")
+        return cfg
+
+    @property
+    def nerf_config(self) -> NerfTrainConfig:
+        """The config of a NeRF run (a one-line error for a splat run)."""
+        cfg = self.config
+        if not isinstance(cfg, NerfTrainConfig):
+            raise ReconError(self.root, f"is a {cfg.method} run, not a NeRF run")
+        return cfg
 
     def save_config(self, cfg: TrainConfig) -> None:
         atomic_write_text(self.config_path, to_json(cfg))

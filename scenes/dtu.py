@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -213,7 +214,7 @@ def read_dtu(
 
 def write_dtu_cameras(path: Path, Ks: np.ndarray, T_orig_cam: np.ndarray, scale_mat: np.ndarray) -> None:
     """Write an IDR camera file: world_mat_i = K [R | t] (4x4) and scale_mat_i for each frame."""
-    arrays = {}
+    arrays: dict[str, Any] = {}
     for i, (K, T) in enumerate(zip(Ks, T_orig_cam)):
         P = np.eye(4)
         T_cam_orig = np.linalg.inv(T)

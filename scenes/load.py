@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from scenes.errors import ReconError
 from scenes.types import SceneData, SceneFormat
@@ -94,7 +95,7 @@ def load_scene(
         views = None
     if test_every < 1:
         raise ReconError(path, f"test_every must be at least 1, got {test_every}")
-    kwargs = dict(views=views, downscale=downscale, resolution=resolution, test_every=test_every)
+    kwargs: dict[str, Any] = dict(views=views, downscale=downscale, resolution=resolution, test_every=test_every)
     if fmt == "blender":
         from scenes.blender import read_blender
 

@@ -71,8 +71,13 @@ def _frame_camera(
     def get(key: str, default: float | None = None) -> float | None:
         return _num(fr, key, _num(meta, key, default, path, "global"), path, where)
 
-    w = int(get("w", size[0]))
-    h = int(get("h", size[1]))
+    def get_or(key: str, default: float) -> float:
+        v = get(key, default)
+        assert v is not None  # a missing key falls back to the (non-None) default
+        return v
+
+    w = int(get_or("w", size[0]))
+    h = int(get_or("h", size[1]))
     fx = get("fl_x")
     if fx is None:
         angle_x = get("camera_angle_x")

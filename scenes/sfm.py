@@ -34,12 +34,16 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from scenes.errors import ReconError
 from scenes.photos import Photo, one_camera, read_photo
 from scenes.types import SceneData
+
+if TYPE_CHECKING:
+    import pycolmap as pycolmap_types
 
 #: COLMAP world -> nerfstudio world, as ns-process-data writes it (x and y swapped, z negated).
 APPLIED_TRANSFORM = np.array([[0.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, -1.0, 0.0]])
@@ -175,8 +179,8 @@ def _write_resized(photos: Sequence[Photo], names: Sequence[str], max_side: int,
 
     folder.mkdir(parents=True, exist_ok=True)
     for photo, name in zip(photos, names):
-        with Image.open(photo.path) as im:
-            im = im.convert("RGB")
+        with Image.open(photo.path) as src:
+            im = src.convert("RGB")
             size = _resized_size(photo, max_side)
             if size != im.size:
                 im = im.resize(size, Image.Resampling.LANCZOS)
@@ -191,7 +195,7 @@ def _extract(db: Path, folder: Path, photos: Sequence[Photo], names: Sequence[st
     ext.sift.max_num_features = rung.max_num_features
     ext.max_image_size = rung.max_side
 
-    def reader(photo: Photo) -> pycolmap.ImageReaderOptions:
+    def reader(photo: Photo) -> pycolmap_types.ImageReaderOptions:
         ro = pycolmap.ImageReaderOptions()
         ro.camera_model = "SIMPLE_RADIAL"
         if photo.focal_px is not None:
@@ -454,7 +458,7 @@ def estimate_poses(
     scratch = Path(tempfile.mkdtemp(prefix=".sfm-work-", dir=workdir))
     t0 = time.perf_counter()
     attempts: list[Attempt] = []
-    best = None  # (score key, rec, rung, mapper)
+    best: tuple[tuple[int, float], Any, Rung, str] | None = None  # (score key, rec, rung, mapper)
     try:
         with _quiet_colmap():
             pycolmap.set_random_seed(0)
@@ -497,6 +501,7 @@ def estimate_poses(
         if registered < need:
             what = "more photos with more overlap between neighbours (60-80%), or a COLMAP model (sparse/0) of these photos"
             raise ReconError(_common_folder(paths), f"only {registered} of {n} photos could be registered (need {need}); try {what}")
+        assert best is not None  # no registered try at all is rejected above
         (_, neg_err), rec, rung, mapper = best
         err_px = -neg_err
         seconds = time.perf_counter() - t0

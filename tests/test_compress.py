@@ -5,8 +5,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
-import torch
 
 from pruning.artifact import CompactSplats, load_artifact, save_artifact
 from pruning.compress import JSON_KEYS, CompressConfig, compress_splats

@@ -144,12 +144,12 @@ def test_ply_write_is_atomic(tmp_path, monkeypatch) -> None:
     write_splats(path, tiny_splats(4, sh_degree=0), format="ply")
     before = path.read_bytes()
 
-    import reconstruct.plyio as plyio
+    import scenes.fileio as fileio
 
     def interrupted_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(plyio.os, "replace", interrupted_replace)
+    monkeypatch.setattr(fileio.os, "replace", interrupted_replace)
     with pytest.raises(ReconError, match="cannot write"):
         write_splats(path, tiny_splats(9, sh_degree=0), format="ply")
     assert path.read_bytes() == before

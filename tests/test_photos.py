@@ -92,7 +92,7 @@ def test_recon_info_json_lists_the_photos(tmp_path, capsys):
 
 
 def test_recon_info_cli_refuses_a_truncated_photo_in_one_line(tmp_path, capsys):
-    from reconstruct.cli import main
+    from recon.cli import main
 
     _photo(tmp_path / "a.jpg")
     data = _photo(tmp_path / "b.jpg", 256, 256, seed=3).read_bytes()

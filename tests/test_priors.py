@@ -6,16 +6,15 @@ Scenes are built here (tiny procedural demo scenes, analytic textured planes); n
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from reconstruct.config import TrainConfig
+from reconstruct.config import DenseInitConfig
 from reconstruct.priors.config import (
-    BinocularConfig, DenseInitConfig, DropoutConfig, PriorsConfig, PseudoViewsConfig, SfmDepthConfig, ramp,
+    BinocularConfig, DropoutConfig, PriorsConfig, PseudoViewsConfig, Schedule, SfmDepthConfig,
 )
 from scenes.geometry import look_at
 from scenes.types import SceneData
@@ -59,44 +58,47 @@ def demo_scene(tmp_path_factory):
     return scenes.load_scene(root, views=4)
 
 
-def _trainer(scene, tmp_path, priors: PriorsConfig, *, n=400, seed=0):
-    from reconstruct.train import Trainer
+def _trainer(scene, tmp_path, priors: PriorsConfig | None = None, *, n=400, seed=0, sfm_points=None):
+    """A SplatMethod of n random Gaussians (SH 0, no densification) with ``priors`` attached."""
+    from reconstruct.config import InitConfig, LossConfig, OptimConfig
+    from reconstruct.priors import attach_priors
+    from reconstruct.splatting import SplatMethod, model_from_points
 
-    cfg = TrainConfig(scene=Path("."), views=4, seed=seed, priors=priors)
-    cfg = dataclasses.replace(cfg, densify=dataclasses.replace(cfg.densify, enabled=False),
-                              optim=dataclasses.replace(cfg.optim, sh_degree=0, iters=20))
-    tr = Trainer(cfg, scene, tmp_path, torch.device("cpu"))
+    optim = OptimConfig(sh_degree=0)
     rng = np.random.default_rng(seed)
-    tr.initialize(rng.uniform(-0.6, 0.6, (n, 3)), rng.uniform(0, 1, (n, 3)))
-    tr.history.append({"step": 0, "init": "random", "n_points": n})
-    return tr
+    model = model_from_points(rng.uniform(-0.6, 0.6, (n, 3)), rng.uniform(0, 1, (n, 3)), init=InitConfig(),
+                              optim=optim, scene=scene, device=torch.device("cpu"))
+    method = SplatMethod(scene, model, optim=optim, loss=LossConfig(), total_steps=20, seed=seed)
+    method.sfm_points = sfm_points
+    if priors is not None:
+        attach_priors(method, priors, Path(tmp_path) / "priors", seed=seed)
+    return method
 
 
 # ---------------------------------------------------------------------- config, presets, CLI
 def test_schedule_ramp_every_start_stop():
-    c = BinocularConfig(enabled=True, weight=2.0, start=10, stop=50, warmup=10, every=2)
-    assert ramp(c, 9) == 0 and ramp(c, 51) == 0 and ramp(c, 11) == 0
-    assert ramp(c, 10) == pytest.approx(0.2) and ramp(c, 30) == 2.0
-    assert ramp(dataclasses.replace(c, enabled=False), 30) == 0
+    sched = Schedule(start=10, stop=50, warmup=10, every=2)
+    assert sched.weight(9, 2.0) == 0 and sched.weight(51, 2.0) == 0 and sched.weight(11, 2.0) == 0
+    assert sched.weight(10, 2.0) == pytest.approx(0.2) and sched.weight(30, 2.0) == 2.0
+    assert sched.weight(30, 2.0, enabled=False) == 0
 
 
 def test_presets_vanilla_all_off_sparse_on_and_flags_override():
-    from reconstruct.presets import preset_config
-    from reconstruct.priors.presets import SPARSE_PRIORS
-    from reconstruct.run_train import parse_args
+    from recon.train import parse_train
+    from reconstruct.config import SPARSE_PRIORS, SplatTrainConfig, resolve
 
-    van = preset_config("vanilla", Path("s"), 3).priors
-    assert not any(getattr(van, f.name).enabled for f in dataclasses.fields(van) if f.name != "cache_dir")
-    sp = preset_config("sparse", Path("s"), 3).priors
-    for f in dataclasses.fields(sp):
-        if f.name != "cache_dir":
-            assert getattr(sp, f.name).enabled == (f.name in SPARSE_PRIORS), f.name
-    cfg, _, _ = parse_args(["s", "--views", "3", "--priors.dropout.no-enabled", "--priors.binocular.weight", "0.7",
-                            "--priors.mono-depth.enabled", "--priors.mono-depth.model", "/x/y"])
+    van = resolve(SplatTrainConfig(scene=Path("s"), views=3, preset="vanilla"), device_type="cpu").priors
+    assert not any(getattr(van, name).enabled for name in van.names())
+    sp = resolve(SplatTrainConfig(scene=Path("s"), views=3, preset="sparse"), device_type="cpu")
+    for name in sp.priors.names():
+        assert getattr(sp.priors, name).enabled == (name in SPARSE_PRIORS), name
+    assert sp.init.kind == "dense"
+    cfg = parse_train(["s", "--views", "3", "--priors.dropout.enabled", "False", "--priors.binocular.weight", "0.7",
+                       "--priors.mono-depth.enabled", "True", "--priors.mono-depth.model", "/x/y"]).cfg
     assert cfg.preset == "sparse" and not cfg.priors.dropout.enabled and cfg.priors.binocular.weight == 0.7
     assert cfg.priors.mono_depth.enabled and cfg.priors.mono_depth.model == "/x/y"
-    cfg, _, _ = parse_args(["s", "--views", "30"])
-    assert cfg.preset == "vanilla" and not cfg.priors.binocular.enabled
+    cfg = parse_train(["s", "--views", "30"]).cfg
+    assert cfg.preset == "vanilla" and not cfg.priors.binocular.enabled and cfg.init.kind == "sfm"
 
 
 # ---------------------------------------------------------------------- dropout
@@ -110,20 +112,18 @@ def test_dropout_mask_rate_compensation_and_reproducibility():
     assert abs(m.mean().item() - 1.0) < 0.01  # expected opacity preserved
     assert torch.equal(m, dropout_mask(200_000, 0.1, seed=3, step=5, device=torch.device("cpu")))
     assert not torch.equal(m, dropout_mask(200_000, 0.1, seed=3, step=6, device=torch.device("cpu")))
-    c = DropoutConfig(enabled=True, rate=0.2, start=10, stop=20, warmup=5)
+    c = DropoutConfig(enabled=True, rate=0.2, schedule=Schedule(start=10, stop=20, warmup=5))
     assert dropout_rate(c, 9) == 0 and dropout_rate(c, 21) == 0 and dropout_rate(c, 10) == pytest.approx(0.04)
     assert dropout_rate(c, 16) == pytest.approx(0.2)
 
 
 def test_dropout_applies_to_training_renders_only(demo_scene, tmp_path):
     from reconstruct import gaussians as G
-    from reconstruct.priors import attach_priors
 
     tr = _trainer(demo_scene, tmp_path, PriorsConfig(dropout=DropoutConfig(enabled=True, rate=0.5)))
-    attach_priors(tr)
     assert len(tr.modifiers) == 1
-    train_op = tr.training_gaussians(3).opacities
-    eval_op = G.activate(tr.params).opacities
+    train_op = tr.context(3, tr.views[0]).gaussians(True).opacities
+    eval_op = G.activate(tr.model.params).opacities
     dropped = train_op == 0
     assert 0.35 < dropped.float().mean() < 0.65
     assert torch.allclose(train_op[~dropped], 2 * eval_op[~dropped])
@@ -166,17 +166,14 @@ def test_binocular_loss_prefers_true_depth_and_pulls_toward_it():
 
 
 def test_binocular_regularizer_on_trainer_gives_finite_gradients(demo_scene, tmp_path):
-    from reconstruct.priors import attach_priors
-
-    tr = _trainer(demo_scene, tmp_path, PriorsConfig(binocular=BinocularConfig(enabled=True, start=0)))
-    attach_priors(tr)
+    tr = _trainer(demo_scene, tmp_path, PriorsConfig(binocular=BinocularConfig(enabled=True, schedule=Schedule(start=0))))
     assert [r.name for r in tr.regularizers] == ["binocular"]
-    r = tr.step_once(0)
+    r = tr.train_step(0)
     assert "binocular" in r.terms and np.isfinite(r.terms["binocular"]) and r.terms["binocular"] > 0
 
 
 def test_dense_init_recovers_a_textured_plane():
-    from reconstruct.priors.binocular import dense_points
+    from reconstruct.stereo import dense_points
 
     scene = plane_scene(3, size=32, depth=3.0)
     P, C = dense_points(scene, [0, 1, 2], DenseInitConfig(depths=40, window=7, stride=1, min_ncc=0.8))
@@ -186,23 +183,21 @@ def test_dense_init_recovers_a_textured_plane():
     assert C.shape == P.shape and C.min() >= 0 and C.max() <= 1
 
 
-def test_dense_init_replaces_initial_points_and_is_cached(tmp_path):
-    from reconstruct.priors import attach_priors
+def test_dense_init_replaces_random_points_adds_to_sfm_and_is_cached(tmp_path):
+    from reconstruct.config import InitConfig
+    from reconstruct.init import initialize
 
     scene = plane_scene(3, size=32, depth=3.0)
-    pc = PriorsConfig(dense_init=DenseInitConfig(enabled=True, depths=24, stride=2), cache_dir=tmp_path / "cache")
-    tr = _trainer(scene, tmp_path / "a", pc, n=50)
-    attach_priors(tr)
-    n = len(tr.params["means"])
-    assert n > 30 and "dense plane-sweep" in tr.history[0]["init"] and "was random" in tr.history[0]["init"]
-    assert len(tr.optimizers["means"].param_groups[0]["params"][0]) == n
+    dense = DenseInitConfig(depths=24, stride=2)
+    fallback = initialize(InitConfig(kind="dense", n_random=50, min_sfm_points=10**6, dense=dense), scene, seed=0,
+                          cache_dir=tmp_path / "cache")
+    assert fallback.kind == "dense" and len(fallback.points) > 30 and "was random" in fallback.how
     assert len(list((tmp_path / "cache").glob("dense_init_*.npz"))) == 1
-    tr2 = _trainer(scene, tmp_path / "b", pc, n=50)  # SfM init: matched points are added to it (from the cache)
-    tr2.history[0]["init"] = "sfm (50 points from 3 views)"
-    sfm_means = tr2.params["means"].detach().clone()
-    attach_priors(tr2)
-    assert torch.equal(tr2.params["means"][:50], sfm_means) and torch.equal(tr2.params["means"][50:], tr.params["means"])
-    assert tr2.history[0]["init"].startswith("sfm (50 points from 3 views) + dense")
+    added = initialize(InitConfig(kind="dense", min_sfm_points=0, dense=dense), scene, seed=0, cache_dir=tmp_path / "cache")
+    assert added.how.startswith("sfm (") and "+ dense plane-sweep" in added.how
+    n_sfm = len(added.sfm_points)
+    assert np.array_equal(added.points[n_sfm:], fallback.points)  # the cached plane-sweep points, after the SfM ones
+    assert len(list((tmp_path / "cache").glob("dense_init_*.npz"))) == 1
 
 
 # ---------------------------------------------------------------------- pseudo views
@@ -223,13 +218,11 @@ def test_pseudo_pose_interpolation_and_terms():
 
 
 def test_pseudo_views_regularizer_runs_in_training(demo_scene, tmp_path):
-    from reconstruct.priors import attach_priors
-
-    tr = _trainer(demo_scene, tmp_path, PriorsConfig(pseudo_views=PseudoViewsConfig(enabled=True, start=0, every=1)))
-    attach_priors(tr)
-    r = tr.step_once(0)
+    tr = _trainer(demo_scene, tmp_path, PriorsConfig(pseudo_views=PseudoViewsConfig(enabled=True,
+                                                                                 schedule=Schedule(start=0, every=1))))
+    r = tr.train_step(0)
     assert r.terms["pseudo_views"] > 0 and np.isfinite(r.terms["pseudo_views"])
-    assert all(p.grad is None for p in tr.params.values())  # step applied and cleared
+    assert all(p.grad is None for p in tr.model.params.values())  # step applied and cleared
 
 
 # ---------------------------------------------------------------------- SfM depth
@@ -244,30 +237,30 @@ def test_project_sparse_depth_keeps_nearest_per_cell_and_drops_behind():
 
 
 def test_sfm_depth_loss_zero_at_targets(demo_scene, tmp_path):
+    from types import SimpleNamespace
+
     from reconstruct.priors.depth import SfmDepthLoss
-    from reconstruct.train import ViewBatch
+    from reconstruct.splatting import ViewBatch
 
     targets = {7: (torch.tensor([[1, 2], [3, 4]]), torch.tensor([2.0, 4.0]))}
     loss = SfmDepthLoss(SfmDepthConfig(enabled=True, weight=1.0), targets)
     render = torch.zeros(1, 8, 8, 4)
     render[0, 2, 1, 3], render[0, 4, 3, 3] = 2.0, 4.0
     view = ViewBatch(frame=7, image=torch.zeros(8, 8, 3), T_world_cam=torch.eye(4)[None], K=torch.eye(3)[None])
-    assert float(loss.loss(None, view, render, 0)) == 0
+    ctx = SimpleNamespace(step=0, view=view)
+    assert float(loss.loss(ctx, render)) == 0
     render[0, 4, 3, 3] = 6.0
-    assert float(loss.loss(None, view, render, 0)) == pytest.approx(0.25)
+    assert float(loss.loss(ctx, render)) == pytest.approx(0.25)
     view.frame = 8
-    assert loss.loss(None, view, render, 0) is None
+    assert loss.loss(ctx, render) is None
 
 
 def test_sfm_depth_attached_from_initial_sfm_points(demo_scene, tmp_path):
-    from reconstruct.priors import attach_priors
-
-    tr = _trainer(demo_scene, tmp_path, PriorsConfig(sfm_depth=SfmDepthConfig(enabled=True)))
-    tr.history[0]["init"] = "sfm (400 points from 4 views)"  # the initial Gaussians are the SfM points
-    attach_priors(tr)
+    points = np.random.default_rng(0).uniform(-0.6, 0.6, (400, 3))  # stand-ins for the triangulated points
+    tr = _trainer(demo_scene, tmp_path, PriorsConfig(sfm_depth=SfmDepthConfig(enabled=True)), sfm_points=points)
     (reg,) = tr.regularizers
     assert set(reg.targets) == set(demo_scene.train_ids) and sum(len(t[1]) for t in reg.targets.values()) > 50
-    r = tr.step_once(0)
+    r = tr.train_step(0)
     assert r.terms["sfm_depth"] > 0
 
 
@@ -288,12 +281,13 @@ def test_pearson_and_ranking_losses():
 
 # ---------------------------------------------------------------------- bench plumbing
 def test_bench_budget_summary_table_and_chart(tmp_path):
-    from reconstruct.priors.bench import PriorsBenchConfig, _summary, budget_config, run, variant_config, write_outputs
+    from recon.bench import PriorsBench
+    from recon.bench.priors import _summary, budget_config, run, variant_config, write_outputs
 
-    bench = PriorsBenchConfig(iters=120)
+    bench = PriorsBench(iters=120)
     cfg = variant_config("binocular", Path("s"), 3, 2, bench, tmp_path)
-    assert cfg.seed == 2 and cfg.optim.iters == 120 and cfg.priors.binocular.enabled and not cfg.priors.dropout.enabled
-    assert cfg.densify.refine_stop_iter < 120 < cfg.densify.reset_every and cfg.priors.binocular.start == 24
+    assert cfg.seed == 2 and cfg.iters == 120 and cfg.priors.binocular.enabled and not cfg.priors.dropout.enabled
+    assert cfg.densify.refine_stop_iter < 120 < cfg.densify.reset_every and cfg.priors.binocular.schedule.start == 24
     assert budget_config(cfg, 120).output.eval_at_end is False
     runs = [{"psnr": p, "ssim": 0.5, "train_seconds": 3.0, "n_gaussians": 10} for p in (20.0, 22.0)]
     s = _summary(runs)
@@ -305,5 +299,5 @@ def test_bench_budget_summary_table_and_chart(tmp_path):
     text = write_outputs(results, tmp_path / "out")
     assert "| sparse | 21.00 ± 1.00 | +1.00 |" in text and "skipped: no weights" in text
     assert (tmp_path / "out" / "bars.png").stat().st_size > 1000 and (tmp_path / "out" / "results.json").is_file()
-    missing = run(PriorsBenchConfig(data=tmp_path / "nowhere", out=tmp_path / "o2", scenes=("fern3",)))
+    missing = run(PriorsBench(data=tmp_path / "nowhere", out=tmp_path / "o2", scenes=("fern3",)))
     assert "not found" in missing["scenes"]["fern3"]["skipped"]

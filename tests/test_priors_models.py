@@ -64,7 +64,6 @@ def _trainer(scene, run_dir, priors):
 
 
 def test_mono_depth_predicts_caches_and_trains(demo_scene, tiny_depth_model, tmp_path):
-    from reconstruct.priors import attach_priors
     from reconstruct.priors.depth import predict_mono_depth
 
     mc = MonoDepthConfig(enabled=True, model=str(tiny_depth_model))

@@ -77,7 +77,10 @@ def test_select_splats_threshold_budget_deterministic():
     assert len(both) == 50 and set(both) <= set(keep)
 
 
-def test_open_viewer_moves_off_a_taken_port_and_reports_it(capsys):
+def test_open_viewer_moves_off_a_taken_port_and_reports_it(caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="viewer")
     blocker = socket.socket()
     blocker.bind(("127.0.0.1", 0))
     blocker.listen(1)
@@ -86,7 +89,8 @@ def test_open_viewer_moves_off_a_taken_port_and_reports_it(capsys):
         viewer = open_viewer(host="127.0.0.1", port=taken)
         try:
             assert viewer.port != taken
-            assert f"http://127.0.0.1:{viewer.port}" in capsys.readouterr().out
+            assert any(f"http://127.0.0.1:{viewer.port}" in r.getMessage() and "was taken" in r.getMessage()
+                       for r in caplog.records)
             with socket.create_connection(("127.0.0.1", viewer.port), timeout=5):
                 pass  # really listening there
             handle = show_splats(viewer.server, two_clusters(10), min_opacity=0.5)
@@ -366,7 +370,6 @@ def test_viewer_app_gui_changes_the_scene():
 
 def test_nerf_run_is_rendered_on_the_server(tmp_path):
     """A NeRF run has no splats: `recon view` gets a render_fn built from the run's field."""
-    import dataclasses
 
     import torch
 

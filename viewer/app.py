@@ -27,6 +27,7 @@ from viewer.server import (
 if TYPE_CHECKING:
     import viser
 
+    from reconstruct.raster import Backend
     from scenes.types import SceneData
 
 
@@ -44,7 +45,7 @@ class ViewerConfig:
     """Seconds per server render that the adaptive resolution aims for when following the camera."""
     max_render_side: int = 1024
     """Longest side of a single "Render view" image (the client's viewport, capped)."""
-    render_backend: str = "auto"
+    render_backend: Backend = "auto"
     """Rasterizer backend of server renders (reconstruct.raster.rasterize): auto picks by device."""
 
 
@@ -120,7 +121,9 @@ class ViewerApp:
                 self.server, splats.subset(keep), name="/splats", visible=not (self.gui_follow.value or self._rendered)
             )
             self.shown_count = len(keep)
-        self.gui_shown.value = f"{self.shown_count:,} of {len(splats):,}"
+        # The `.value = ...` ignores: viser 1.1 defines the setter apart from the getter, so mypy sees
+        # a read-only property.
+        self.gui_shown.value = f"{self.shown_count:,} of {len(splats):,}"  # type: ignore[misc]
         return self.shown_count
 
     # -- GUI -----------------------------------------------------------------------------------
@@ -183,7 +186,7 @@ class ViewerApp:
         """Follow mode on: browser splats hidden, every camera move re-rendered on the server.
         Off: the last render stays until ``clear`` (the "Show browser splats" button)."""
         if self.gui_follow.value != follow:
-            self.gui_follow.value = follow  # may re-enter through on_update; this method is idempotent
+            self.gui_follow.value = follow  # type: ignore[misc]  # may re-enter via on_update; idempotent
         if clear:
             self.server.scene.set_background_image(None)
             for client in self.server.get_clients().values():
@@ -267,7 +270,7 @@ class ViewerApp:
         client.scene.set_background_image(image, format="jpeg", jpeg_quality=90)
         self._rendered = True
         self.render_count += 1
-        self.gui_render_info.value = f"{w}x{h} in {seconds * 1000:.0f} ms"
+        self.gui_render_info.value = f"{w}x{h} in {seconds * 1000:.0f} ms"  # type: ignore[misc]
         return w, h, seconds
 
     def _render_loop(self) -> None:
@@ -289,7 +292,7 @@ class ViewerApp:
                 try:
                     self.render_for(client, full=full)
                 except Exception as err:  # a failed render must not kill the viewer
-                    self.gui_render_info.value = f"render failed: {type(err).__name__}: {err}"[:200]
+                    self.gui_render_info.value = f"render failed: {type(err).__name__}: {err}"[:200]  # type: ignore[misc]
                     if self._splat_node is not None and not self._rendered and not self.gui_follow.value:
                         self._splat_node.visible = True  # nothing to show instead of them
 

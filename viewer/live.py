@@ -193,13 +193,14 @@ class LiveViewer:
         return pushed
 
     def _set_text(self, step: int, loss: float, psnr: float | None, n_gaussians: int) -> None:
-        self.gui_step.value = f"{int(step)}"
-        self.gui_loss.value = f"{float(loss):.4f}"
-        self.gui_psnr.value = "-" if psnr is None else f"{float(psnr):.2f} dB"
-        self.gui_count.value = f"{int(n_gaussians):,}"
+        # viser 1.1 defines `.value`'s setter apart from its getter, so mypy sees a read-only property.
+        self.gui_step.value = f"{int(step)}"  # type: ignore[misc]
+        self.gui_loss.value = f"{float(loss):.4f}"  # type: ignore[misc]
+        self.gui_psnr.value = "-" if psnr is None else f"{float(psnr):.2f} dB"  # type: ignore[misc]
+        self.gui_count.value = f"{int(n_gaussians):,}"  # type: ignore[misc]
         s = self.stats()
         if s.updates:
-            self.gui_overhead.value = (
+            self.gui_overhead.value = (  # type: ignore[misc]
                 f"{1000 * s.caller_s / s.updates:.2f} ms/step here, {s.worker_s:.1f} s sending"
             )
 

@@ -77,7 +77,7 @@ def nerf_render_fn(run: Run, scene: "SceneData | None") -> Callable[..., np.ndar
     from viewer.render import default_device
 
     state = run.checkpoint()["state"]
-    field, grid = field_from_state(state, default_device(), implementation=run.config.nerf.encoding)
+    field, grid = field_from_state(state, default_device(), implementation=run.nerf_config.nerf.encoding)
     n_samples = int(state["n_samples"])
     if scene is not None:
         near, far, background = float(scene.near), float(scene.far), tuple(scene.background)
@@ -112,7 +112,9 @@ def load_target(path: Path) -> ViewTarget:
         raise ReconError(path, f"not a viewable run folder: no {Run.SPLATS} and not a NeRF run")
     scene = _run_scene(run, notes) if Run.is_run(path) else None
     render_fn = nerf_render_fn(run, scene) if nerf else None
-    background = tuple(float(c) for c in scene.background) if scene is not None else (1.0, 1.0, 1.0)
+    background = (1.0, 1.0, 1.0)
+    if scene is not None:
+        background = (float(scene.background[0]), float(scene.background[1]), float(scene.background[2]))
     return ViewTarget(
         path=path, splats=splats, compressed=_compressed(run, notes) if splats is not None else None,
         scene=scene, render_fn=render_fn, background=background, notes=tuple(notes),

@@ -12,11 +12,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import numpy as np
 
 from reconstruct.splats import Splats
+
+if TYPE_CHECKING:
+    from reconstruct.raster import Backend
 
 
 class RenderFn(Protocol):
@@ -65,7 +68,7 @@ class SplatRenderer:
     built once and reused for every view."""
 
     def __init__(self, splats: Splats, *, background: tuple[float, float, float] = (1.0, 1.0, 1.0), device=None,
-                 backend: str = "auto") -> None:
+                 backend: Backend = "auto") -> None:
         import torch
 
         self.backend = backend  # rasterize backend: "auto" (by device), "cpu", "gsplat", "reference"

@@ -8,6 +8,7 @@ Frames follow the project convention: ``T_world_cam`` is an OpenCV camera-to-wor
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -25,6 +26,8 @@ TRAIN_COLOR = (40, 110, 255)
 """Frustum color of training cameras (blue)."""
 TEST_COLOR = (255, 140, 0)
 """Frustum color of held-out test cameras (orange)."""
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -156,8 +159,8 @@ def rotmat_to_wxyz(R: np.ndarray) -> np.ndarray:
     else:
         s = math.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1]) * 2
         q = [(m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s]
-    q = np.asarray(q)
-    return q / np.linalg.norm(q)
+    qa = np.asarray(q)
+    return qa / np.linalg.norm(qa)
 
 
 def wxyz_to_rotmat(wxyz: np.ndarray) -> np.ndarray:
@@ -249,6 +252,12 @@ def show_cameras(
     return handles
 
 
+def _vec3(v: np.ndarray) -> tuple[float, float, float]:
+    """[3] array -> (x, y, z) Python floats."""
+    x, y, z = (float(c) for c in v)
+    return (x, y, z)
+
+
 def set_initial_view(
     server: "viser.ViserServer",
     T_world_cam: np.ndarray,
@@ -266,11 +275,11 @@ def set_initial_view(
     assert T_world_cam.shape == (4, 4) and K.shape == (3, 3), (T_world_cam.shape, K.shape)
     R, t = T_world_cam[:3, :3], T_world_cam[:3, 3]
     up = -R[:, 1] if up_world is None else np.asarray(up_world, dtype=np.float64)
-    up = up / max(np.linalg.norm(up), 1e-12)
-    server.scene.set_up_direction(tuple(float(v) for v in up))
-    server.initial_camera.position = tuple(float(v) for v in t)
-    server.initial_camera.look_at = tuple(float(v) for v in t + R[:, 2] * look_distance)
-    server.initial_camera.up = tuple(float(v) for v in -R[:, 1])
+    up = up / max(float(np.linalg.norm(up)), 1e-12)
+    server.scene.set_up_direction(_vec3(up))
+    server.initial_camera.position = _vec3(t)
+    server.initial_camera.look_at = _vec3(t + R[:, 2] * look_distance)
+    server.initial_camera.up = _vec3(-R[:, 1])
     server.initial_camera.fov = vertical_fov(K, height)
 
 

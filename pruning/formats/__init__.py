@@ -46,7 +46,9 @@ def format_from_name(path: str | Path) -> Format:
         return "compressed-ply"
     if name == "meta.json":
         return "sog"
-    for fmt, ext in (("ply", ".ply"), ("spz", ".spz"), ("splat", ".splat"), ("sog", ".sog"), ("glb", ".glb")):
+    suffixes: tuple[tuple[Format, str], ...] = (
+        ("ply", ".ply"), ("spz", ".spz"), ("splat", ".splat"), ("sog", ".sog"), ("glb", ".glb"))
+    for fmt, ext in suffixes:
         if name.endswith(ext):
             return fmt
     raise ReconError(path, f"unknown splat file type (expected {_EXPECTED})")

@@ -236,6 +236,7 @@ def _check_layout(path: Path, header: _plyio.PlyHeader) -> tuple[int, int]:
         raise ReconError(path, f"compressed .ply elements are {' '.join(names)}; "
                                "expected chunk, vertex and optionally sh")
     chunk, vertex, sh = header.element("chunk"), header.element("vertex"), header.element("sh")
+    assert chunk is not None and vertex is not None  # names[:2] == ["chunk", "vertex"] checked above
     if chunk.names not in (list(CHUNK_PROPS_12), list(CHUNK_PROPS_18)) or any(t != "f4" for _, t in chunk.properties):
         raise ReconError(path, "compressed .ply chunk element must have the 12 or 18 float properties "
                                f"min_x..max_b; found {' '.join(chunk.names)}")
@@ -280,6 +281,7 @@ def decode(path: Path, data: bytes, header: _plyio.PlyHeader) -> Splats:
     log_scales = np.stack([lerp(f"scale_{a}", unorm(scl, shift, bits))
                            for a, (shift, bits) in zip("xyz", layout)], axis=1)
     rgb = [unorm(col, shift, 8) for shift in (24, 16, 8)]
+    assert chunk.dtype.names is not None
     if "min_r" in chunk.dtype.names:
         rgb = [lerp(c, t) for c, t in zip("rgb", rgb)]
     sh0 = (np.stack(rgb, axis=1) - 0.5) / SH_C0

@@ -92,11 +92,13 @@ class NerfBench:
     """Print one JSON object instead of tables."""
     setups: tuple[str, ...] = ("lego-8v", "fern-3v")
     """Training setups (lego-8v, fern-3v, and their -noreg ablations)."""
+    training: bool = True
+    """Also train the setups (--no-training measures the encodings only)."""
 
     def run(self) -> int:
         from recon.bench.nerf import run_bench
 
-        return run_bench(self.json, setups=list(self.setups))
+        return run_bench(self.json, setups=list(self.setups) if self.training else [])
 
 
 @dataclass
@@ -107,7 +109,7 @@ class CompressBench:
     """Print one JSON object instead of tables."""
     parts: tuple[str, ...] = ("splats", "nerf")
     """Which halves to run."""
-    run: Path | None = None
+    splat_run: Path | None = None
     """Splat run to sweep (default: a vanilla demo-scene run trained once into outputs/bench)."""
     nerf_run: Path | None = None
     """NeRF run to sweep (default: a demo-scene NeRF run trained once into outputs/bench)."""
@@ -124,7 +126,7 @@ class CompressBench:
     nerf_shrinks: tuple[int, ...] = (0, 2, 3)
     """Hash-table shrinks (2**k times fewer entries) to sweep."""
 
-    def run(self) -> int:  # type: ignore[override]
+    def run(self) -> int:
         from recon.bench.compress import run_bench
 
         return run_bench(self)

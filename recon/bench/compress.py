@@ -1,6 +1,6 @@
 """`recon bench compress`: a rate-distortion sweep (mask lambda x color codebook size) on one run.
 
-Source run: ``--run`` when given, else a short splat run on the bundled demo scene (data/demo),
+Source run: ``--splat-run`` when given, else a short splat run on the bundled demo scene (data/demo),
 trained once into outputs/bench/compress-base and reused. For each mask lambda the mask phase runs
 once (lambda 0: the same number of plain fine-tuning steps, the control); for each color codebook
 size the codebook phase runs on the masked splats; every point is the decoded artifact scored on
@@ -24,11 +24,11 @@ OUT = Path("outputs") / "bench"
 
 
 def base_run(bench) -> Path:
-    """The run ``bench.run`` names, else a short vanilla splat run on the demo scene, trained once."""
+    """The run ``bench.splat_run`` names, else a short vanilla splat run on the demo scene, trained once."""
     from reconstruct.run import Run
 
-    if bench.run is not None:
-        return Path(bench.run)
+    if bench.splat_run is not None:
+        return Path(bench.splat_run)
     return cached_run(OUT / "compress-base", [str(demo_scene()), "--iters", str(bench.base_iters), "--preset", "vanilla"],
                       marker=Run.SPLATS)
 
@@ -43,7 +43,7 @@ def sweep(run_dir: Path, *, lambdas: list[float], entries: list[int], steps: int
     from reconstruct.run import Run, resolve_device
 
     run = Run.open(run_dir)
-    train_cfg, scene, splats = run.config, run.scene(), run.splats()
+    train_cfg, scene, splats = run.splat_config, run.scene(), run.splats()
     device = resolve_device("auto")
     base = _score(splats, scene, device)
     ply_bytes = run.splats_path.stat().st_size

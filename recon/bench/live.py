@@ -16,7 +16,6 @@ time for both sides alike, CPU time less so), plus the hook's own time on the tr
 from __future__ import annotations
 
 import dataclasses
-import json
 import statistics
 import sys
 import tempfile
@@ -44,24 +43,26 @@ def measure(scene_path: Path, *, views: int, resolution: int, block: int, blocks
 
     from reconstruct.config import SplatTrainConfig, resolve
     from reconstruct.loop import LoopState, train_loop
+    from reconstruct.splatting import SplatMethod
     from reconstruct.training import build_method
     from scenes import load_scene
     from viewer.live import LiveConfig, LiveViewerHook
 
-    cfg = SplatTrainConfig(scene=scene_path, views=views, iters=block * blocks, device="cpu")
-    cfg = dataclasses.replace(
-        cfg,
-        data=dataclasses.replace(cfg.data, resolution=resolution),
-        init=dataclasses.replace(cfg.init, kind="random", n_random=n_random),
-        densify=dataclasses.replace(cfg.densify, enabled=False),
+    base = SplatTrainConfig(scene=scene_path, views=views, iters=block * blocks, device="cpu")
+    base = dataclasses.replace(
+        base,
+        data=dataclasses.replace(base.data, resolution=resolution),
+        init=dataclasses.replace(base.init, kind="random", n_random=n_random),
+        densify=dataclasses.replace(base.densify, enabled=False),
     )
-    cfg = resolve(cfg, device_type="cpu")
+    cfg = resolve(base, device_type="cpu")
     torch.manual_seed(0)
     np.random.seed(0)
     scene = load_scene(scene_path, views=views, resolution=resolution)
     page = None
     with tempfile.TemporaryDirectory() as tmp:
         method = build_method(cfg, scene, torch.device("cpu"), cache_dir=Path(tmp))
+        assert isinstance(method, SplatMethod)
         n_gaussians = len(method.model)
         hook = LiveViewerHook(method, port=0, config=LiveConfig(every=every))
         if browser:

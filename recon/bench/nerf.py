@@ -40,10 +40,13 @@ def data_root() -> Path:
 
 
 def bench_encoding(device: torch.device, *, log2_hashmap_size: int = 19) -> dict:
+    from reconstruct.nerf.config import EncodingImpl
     from reconstruct.nerf.hash_encoding import HashEncoding, HashGridConfig, n_params, tcnn_available
 
     cfg = HashGridConfig(log2_hashmap_size=log2_hashmap_size)
-    impls = ["reference", "torch"] + (["numba"] if device.type == "cpu" else [])
+    impls: list[EncodingImpl] = ["reference", "torch"]
+    if device.type == "cpu":
+        impls.append("numba")
     if device.type != "cpu" and tcnn_available():
         impls.append("tcnn")
     g = torch.Generator().manual_seed(0)
@@ -108,7 +111,7 @@ def run_bench(json_out: bool = False, *, setups: list[str] | None = None) -> int
     result = {"encoding": bench_encoding(device), "training": {}}
     if not json_out:
         _print_encoding(result["encoding"])
-    for name in setups or DEFAULT_SETUPS:
+    for name in DEFAULT_SETUPS if setups is None else setups:
         result["training"][name] = r = bench_training(name, SETUPS[name], device)
         if not json_out:
             print(f"{name}: " + json.dumps(r))

@@ -112,7 +112,7 @@ def run(bench: PriorsBenchConfig) -> dict:
         import torch
 
         torch.set_num_threads(bench.threads)
-        numba.set_num_threads(min(bench.threads, numba.config.NUMBA_NUM_THREADS))
+        numba.set_num_threads(min(bench.threads, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
     protocols = {
         "fern3": (root / "llff_fern", 3, dict(resolution=bench.fern_resolution)),
         "lego8": (root / "blender_lego", 8, dict(resolution=bench.lego_resolution, test_every=bench.lego_test_every)),

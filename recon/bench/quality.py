@@ -52,7 +52,7 @@ def run_bench(json_out: bool = False, *, iters: int = 1000, fern_width: int = 25
     """Defaults fit a 2-core CPU (about 10 minutes each); on a GPU use --iters 7000 and the papers'
     resolutions (504 and 400 px wide)."""
     from recon.bench.common import shared_data_root
-    from recon.cli import main as cli
+    from recon.train import parse_train, train
     from reconstruct.run import Run
 
     root = shared_data_root()
@@ -65,7 +65,8 @@ def run_bench(json_out: bool = False, *, iters: int = 1000, fern_width: int = 25
     for proto in protocols(root, iters, fern_width, lego_width):
         run_dir = out_dir / f"quality-{proto.name}"
         t0 = time.perf_counter()
-        code = cli(["train", proto.scene, "--views", str(proto.views), *proto.args, "--out", str(run_dir), "--overwrite"])
+        code = train(parse_train([proto.scene, "--views", str(proto.views), *proto.args, "--out", str(run_dir),
+                                  "--overwrite"]))
         if code != 0:
             return code
         wall = time.perf_counter() - t0
@@ -95,9 +96,9 @@ def to_markdown(rows: list[dict]) -> str:
             lines.append(f"| {r['protocol']} | {name} (published) | {fmt(p, '.2f')} | {fmt(s, '.3f')} | "
                          f"{fmt(l, '.3f')} | | | |")
     notes = [f"- {r['protocol']}: {r['note']}" for r in rows]
-    lp = next((r["lpips_reason"] for r in rows if r["lpips"] is None and r.get("lpips_reason")), None)
-    if lp:
-        notes.append(f"- LPIPS: {lp}")
+    reason = next((r["lpips_reason"] for r in rows if r["lpips"] is None and r.get("lpips_reason")), None)
+    if reason:
+        notes.append(f"- LPIPS: {reason}")
     return "\n".join(lines + [""] + notes) + "\n"
 
 

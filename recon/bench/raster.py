@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numba
 import torch
 
-from reconstruct.raster import rasterize
+from reconstruct.raster import Backend, rasterize
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def make_scene(
     }
 
 
-def step(scene: dict, backend: str) -> tuple[torch.Tensor, ...]:
+def step(scene: dict, backend: Backend) -> tuple[torch.Tensor, ...]:
     """One forward+backward; returns the image followed by every gradient."""
     p = scene["params"]
     for t in p.values():
@@ -84,7 +84,7 @@ def step(scene: dict, backend: str) -> tuple[torch.Tensor, ...]:
     return (images.detach(), *(t.grad for t in p.values()), info["means2d"].grad)
 
 
-def time_backend(scene: dict, backend: str, repeats: int) -> tuple[float, tuple[torch.Tensor, ...]]:
+def time_backend(scene: dict, backend: Backend, repeats: int) -> tuple[float, tuple[torch.Tensor, ...]]:
     """Median milliseconds of `repeats` steps after two warm-ups, and the warm-up's outputs."""
     outputs = step(scene, backend)
     step(scene, backend)
@@ -114,7 +114,8 @@ def run_bench(json_out: bool, repeats: int = 5) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    results = {
+    cases: dict[str, dict] = {}
+    results: dict = {
         "threads": torch.get_num_threads(),
         "note": "wall-clock on a shared machine; ratios measured in the same run",
         "load_avg_1min_start": round(os.getloadavg()[0], 2),
@@ -122,7 +123,7 @@ def run_bench(json_out: bool, repeats: int = 5) -> int:
         # machine that spinning costs the kernel (and everyone else) a lot of CPU.
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
         "numba_threads": numba.get_num_threads(),
-        "cases": {},
+        "cases": cases,
     }
     console = Console(stderr=True)
     for case in CASES:

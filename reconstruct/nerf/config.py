@@ -12,6 +12,10 @@ from pathlib import Path
 from typing import Literal
 
 
+EncodingImpl = Literal["auto", "tcnn", "torch", "numba", "reference"]
+"""Hash-encoding implementations (reference: plain autograd, for tests)."""
+
+
 @dataclass
 class NerfConfig:
     """Hash-grid NeRF: model size, sampling, optimizer and sparse-view regularizers."""
@@ -23,7 +27,7 @@ class NerfConfig:
     """Hash-grid levels."""
     max_resolution: int = 2048
     """Finest hash-grid resolution (sets the per-level scale from the base resolution 16)."""
-    encoding: Literal["auto", "tcnn", "torch", "numba"] = "auto"
+    encoding: EncodingImpl = "auto"
     """Hash-encoding implementation (auto: tcnn on CUDA when built, numba on CPU, else torch)."""
     space: Literal["auto", "aabb", "contract"] = "auto"
     """auto: AABB [-1.5, 1.5]^3 (dataset units) for Blender/synthetic scenes, contraction otherwise."""

@@ -95,10 +95,10 @@ def tsdf_mesh(field, grid, scene, *, resolution: int = 192, n_samples: int = 128
         color_type=o3d.pipelines.integration.TSDFVolumeColorType.RGB8, origin=origin)
     ids = list(scene.train_ids if ids is None else ids)
     for frame in ids:
-        rgb, depth, acc = render_image(field, grid, scene.Ks[frame], scene.T_world_cam[frame], scene.width,
-                                       scene.height, near=scene.near, far=scene.far, background=scene.background,
-                                       n_samples=n_samples, chunk=chunk)
-        depth = depth.numpy().astype(np.float32)
+        rgb, depth_t, acc = render_image(field, grid, scene.Ks[frame], scene.T_world_cam[frame], scene.width,
+                                         scene.height, near=scene.near, far=scene.far, background=scene.background,
+                                         n_samples=n_samples, chunk=chunk)
+        depth = depth_t.numpy().astype(np.float32)
         if space.kind == "contract":
             depth[depth > scene.far] = 0.0  # keep the measured foreground only
         color = o3d.geometry.Image(np.ascontiguousarray((rgb.numpy() * 255).round().astype(np.uint8)))
@@ -124,7 +124,7 @@ def export_nerf(run: Run, format: str, out: Path | None = None, *, resolution: i
     if out.suffix.lower() != ".ply":
         raise ReconError(out, "NeRF exports are .ply files")
     state = run.checkpoint()["state"]
-    field, grid = field_from_state(state, torch.device("cpu"), implementation=run.config.nerf.encoding)
+    field, grid = field_from_state(state, torch.device("cpu"), implementation=run.nerf_config.nerf.encoding)
     if format == "pointcloud":
         pts, cols = density_points(field, grid, resolution=resolution, density_threshold=density_threshold)
         if len(pts) == 0:

@@ -106,7 +106,8 @@ class SceneSpace:
 
     @staticmethod
     def from_dict(d: dict) -> "SceneSpace":
-        return SceneSpace(d["kind"], tuple(float(v) for v in d["center"]), float(d["radius"]))
+        cx, cy, cz = (float(v) for v in d["center"])
+        return SceneSpace(d["kind"], (cx, cy, cz), float(d["radius"]))
 
 
 @dataclass

@@ -246,8 +246,8 @@ class HashEncoding(nn.Module):
         elif impl == "numba":
             from reconstruct.nerf.hash_numba import hash_encode_numba
 
-            mask = None if active is None else active.cpu().numpy()
-            out = hash_encode_numba(x, self.params, self.layout, n_feat, mask)
+            mask_np = None if active is None else active.cpu().numpy()
+            out = hash_encode_numba(x, self.params, self.layout, n_feat, mask_np)
         elif impl == "tcnn":
             out = self._forward_tcnn(x)
         else:

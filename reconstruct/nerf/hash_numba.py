@@ -11,7 +11,10 @@ import numba
 import numpy as np
 import torch
 
-from reconstruct.nerf.hash_encoding import LevelLayout
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from reconstruct.nerf.hash_encoding import LevelLayout
 
 
 @numba.njit(cache=True, inline="always")
@@ -79,7 +82,7 @@ def _backward(x, grad_out, scales, res, sizes, offsets, dense, active, grad_tabl
                     grad_table[e, f] += w * grad_out[i, lv * n_feat + f]
 
 
-def _consts(layout: LevelLayout, mask: np.ndarray | None):
+def _consts(layout: "LevelLayout", mask: np.ndarray | None):
     active = np.ones(len(layout.sizes), np.bool_) if mask is None else np.asarray(mask, np.bool_)
     return layout.scales, layout.resolutions, layout.sizes, layout.offsets, layout.dense, active
 
@@ -104,7 +107,7 @@ class _NumbaHashGrid(torch.autograd.Function):
         return None, torch.from_numpy(grad_table.reshape(-1)), None, None, None
 
 
-def hash_encode_numba(x: torch.Tensor, params: torch.Tensor, layout: LevelLayout, n_feat: int,
+def hash_encode_numba(x: torch.Tensor, params: torch.Tensor, layout: "LevelLayout", n_feat: int,
                       mask: np.ndarray | None = None) -> torch.Tensor:
     """[N, 3] float32 CPU positions in [0, 1] -> [N, L*F] features; gradient to ``params`` only."""
     assert x.device.type == "cpu" and x.dtype == torch.float32, (x.device, x.dtype)

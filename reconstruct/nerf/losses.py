@@ -80,8 +80,8 @@ def s3im_loss(pred: torch.Tensor, target: torch.Tensor, *, kernel: int = 4, stri
     """
     assert pred.shape == target.shape and pred.ndim == 2 and pred.shape[1] == 3, (pred.shape, target.shape)
     n = pred.shape[0]
-    idx = [torch.arange(n)] + [torch.randperm(n, generator=generator) for _ in range(repeats - 1)]
-    idx = torch.cat(idx).to(pred.device)
+    perms = [torch.arange(n)] + [torch.randperm(n, generator=generator) for _ in range(repeats - 1)]
+    idx = torch.cat(perms).to(pred.device)
     width = idx.numel() // patch_height
     assert width >= kernel, f"S3IM needs at least {kernel * patch_height // repeats + 1} rays, got {n}"
     idx = idx[: width * patch_height]

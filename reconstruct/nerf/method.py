@@ -17,7 +17,7 @@ import torch
 
 from reconstruct.config import NerfTrainConfig
 from reconstruct.method import NonFiniteError, StepOutput
-from reconstruct.nerf.config import NerfConfig
+from reconstruct.nerf.config import EncodingImpl, NerfConfig
 from reconstruct.nerf.field import FieldConfig, NerfField, SceneSpace
 from reconstruct.nerf.hash_encoding import HashGridConfig
 from reconstruct.nerf.losses import depth_ranking_loss, frequency_mask, lr_lambda, occlusion_loss, s3im_loss
@@ -32,15 +32,15 @@ def scene_space(scene: SceneData, kind: str = "auto") -> SceneSpace:
     if kind == "auto":
         kind = "aabb" if scene.format in ("blender", "synthetic") else "contract"
     if kind == "aabb":
-        center = tuple(float(v) for v in np.asarray(scene.T_world_orig)[:3, 3])
-        return SceneSpace("aabb", center, 1.5 * float(scene.scale))
+        c = np.asarray(scene.T_world_orig)[:3, 3]
+        return SceneSpace("aabb", (float(c[0]), float(c[1]), float(c[2])), 1.5 * float(scene.scale))
     # Forward-facing: the uncontracted cube spans depths [0, far] in front of the mean camera.
     cams = np.asarray(scene.T_world_cam)[list(scene.train_ids)]
     fwd = cams[:, :3, 2].mean(0)
     fwd /= np.linalg.norm(fwd)
     radius = 0.5 * float(scene.far)
     center = cams[:, :3, 3].mean(0) + fwd * radius
-    return SceneSpace("contract", tuple(float(v) for v in center), radius)
+    return SceneSpace("contract", (float(center[0]), float(center[1]), float(center[2])), radius)
 
 
 def camera_rays(K: torch.Tensor, T_world_cam: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor):
@@ -73,7 +73,7 @@ class NerfMethod:
         self.scene, self.device, self.seed = scene, device, cfg.seed
         self.ncfg = ncfg or cfg.nerf
         n = self.ncfg
-        assert None not in (n.log2_hashmap_size, n.n_samples, n.rays_per_batch, n.grid_resolution), "resolve the config"
+        assert n.log2_hashmap_size and n.n_samples and n.rays_per_batch and n.grid_resolution, "resolve the config"
         self.regularize = n.regularize == "on"
         self.lr_schedule = (0, int(cfg.iters))
         """(first step, last step) of the learning-rate schedule (warm-up, decay); a later phase such as
@@ -186,7 +186,7 @@ class NerfMethod:
                 s3 = s3im_loss(out["rgb"][:n_rand], gt[:n_rand])
                 loss = loss + self.ncfg.s3im_weight * s3
                 terms["s3im"] = float(s3.detach())
-            if use_rank:
+            if use_rank and self.depth_prior is not None:
                 k2 = self.ncfg.depth_patch**2
                 d_pred = out["depth"][n_rand:].view(-1, k2)
                 d_prior = self.depth_prior[v[n_rand:], ys[n_rand:], xs[n_rand:]].view(-1, k2)
@@ -286,7 +286,7 @@ def evaluate_nerf(field: NerfField, grid: OccupancyGrid | None, scene: SceneData
     return {"method": "nerf", **evaluate_views(render_view, scene, ids=ids, out_dir=out_dir)}
 
 
-def field_from_state(state: dict, device: torch.device, *, implementation: str = "auto") -> tuple[NerfField, OccupancyGrid]:
+def field_from_state(state: dict, device: torch.device, *, implementation: EncodingImpl = "auto") -> tuple[NerfField, OccupancyGrid]:
     """The field and occupancy grid a NerfMethod state holds (evaluation only: no optimizer, no scene)."""
     fc = state["field_config"]
     fcfg = FieldConfig(**{**fc, "grid": HashGridConfig(**fc["grid"])})

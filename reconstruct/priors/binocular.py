@@ -8,7 +8,6 @@ is compared with the training photo, so the loss is small only when the rendered
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass
@@ -39,7 +40,7 @@ class Schedule:
         return float(value)
 
 
-def _schedule(**kw) -> "field":
+def _schedule(**kw: Any) -> Schedule:
     return field(default_factory=lambda: Schedule(**kw))
 
 @dataclass

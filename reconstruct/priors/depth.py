@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +69,8 @@ class SfmDepthLoss:
         d = render[0, px[:, 1], px[:, 0], 3]
         return weight * ((d - z).abs() / z).mean()
 
+log = logging.getLogger(__name__)
+
 
 def sfm_depth_targets(points: np.ndarray, scene, ids: list[int], cfg: SfmDepthConfig, device: torch.device):
     """frame -> (pixels [M,2] long, depths [M]) for every training frame."""
@@ -123,11 +124,11 @@ def predict_mono_depth(scene, ids: list[int], cfg: MonoDepthConfig, cache_dir: P
     try:
         processor, model = _load_model(cfg.model)
     except ImportError as err:
-        print(f"recon: monocular depth prior off: transformers missing ({err}); pip install 'recon[depth]'", file=sys.stderr)
+        log.warning(f"monocular depth prior off: transformers missing ({err}); pip install 'recon[depth]'")
         return None
     except Exception as err:  # hub unreachable, no weights, wrong architecture
-        print(f"recon: monocular depth prior off: cannot load {cfg.model!r} ({type(err).__name__}: "
-              f"{str(err).splitlines()[0][:160] if str(err) else ''})", file=sys.stderr)
+        log.warning(f"monocular depth prior off: cannot load {cfg.model!r} ({type(err).__name__}: "
+              f"{str(err).splitlines()[0][:160] if str(err) else ''})")
         return None
     from PIL import Image
 

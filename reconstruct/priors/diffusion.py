@@ -10,7 +10,7 @@ render and removes what the model considers implausible (needles, haze, holes).
 
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,8 @@ import torch
 
 from reconstruct.priors.config import DiffusionConfig
 from reconstruct.priors.pseudo import pseudo_camera
+
+log = logging.getLogger(__name__)
 
 
 def load_pipeline(name: str):
@@ -54,7 +56,7 @@ def refine(pipe, images: torch.Tensor, cfg: DiffusionConfig, *, seed: int) -> to
     rw, rh = refine_size(w, h, cfg.max_size)
     out = []
     for k in range(v):
-        pil = Image.fromarray((images[k].clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)).resize((rw, rh), Image.BICUBIC)
+        pil = Image.fromarray((images[k].clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)).resize((rw, rh), Image.Resampling.BICUBIC)
         gen = torch.Generator(device="cpu").manual_seed(int(seed) + k)
         res = pipe(prompt=cfg.prompt, image=pil, strength=cfg.strength, num_inference_steps=cfg.steps,
                    guidance_scale=cfg.guidance_scale, generator=gen, output_type="np").images[0]  # [rh,rw,3]
@@ -110,11 +112,11 @@ def attach_diffusion(method, cfg: DiffusionConfig, seed: int) -> DiffusionPrior 
     try:
         pipe = load_pipeline(cfg.model)
     except ImportError as err:
-        print(f"recon: diffusion prior off: diffusers missing ({err}); pip install 'recon[diffusion]'", file=sys.stderr)
+        log.warning(f"diffusion prior off: diffusers missing ({err}); pip install 'recon[diffusion]'")
         return None
     except Exception as err:  # hub unreachable, no weights, not an img2img pipeline
         msg = str(err).splitlines()[0][:160] if str(err) else ""
-        print(f"recon: diffusion prior off: cannot load {cfg.model!r} ({type(err).__name__}: {msg})", file=sys.stderr)
+        log.warning(f"diffusion prior off: cannot load {cfg.model!r} ({type(err).__name__}: {msg})")
         return None
     pipe = pipe.to(method.device)
     prior = DiffusionPrior(cfg, pipe, seed)

@@ -147,8 +147,10 @@ def rasterize(
             near_plane=near_plane, far_plane=far_plane,
         )
     if colors.dim() == 3 and fused:
+        assert sh_degree is not None  # resolved from the SH count above
         rgb = sh_colors_cpu(colors, sh_degree, means, proj.campos, proj.radii)  # [C, N, 3]
     elif colors.dim() == 3:
+        assert sh_degree is not None  # resolved from the SH count above
         rgb = sh_colors(colors, sh_degree, means, proj.campos)  # [C, N, 3]
     else:
         rgb = colors[None].expand(C, N, n_color)  # [C, N, D]
