@@ -96,7 +96,7 @@ def default_out(target: Path, kind: str, fmt: str) -> Path:
     ext = EXTENSIONS[fmt]
     if kind == "file":
         name = target.name
-        for suffix in (".compressed.ply", ".ply", ".spz", ".splat"):
+        for suffix in (".compressed.ply", ".ply", ".spz", ".splat", ".sog", ".glb"):
             if name.lower().endswith(suffix):
                 name = name[: -len(suffix)]
                 break
@@ -153,7 +153,7 @@ def measure_psnr(run: Run, exported: Splats, *, max_views: int | None, progress:
 
 def export_splats(target: Path, *, format: Format = "compressed-ply", out: Path | None = None,
                   sh_degree: int | None = None, source: str = "auto", evaluate: bool = True,
-                  max_views: int | None = None, progress: bool = True) -> ExportReport:
+                  max_views: int | None = None, progress: bool = True, spz_version: int = 3) -> ExportReport:
     """Write ``target`` (run folder, artifact folder or splat file) as ``format``; measure it."""
     if format not in FORMATS:
         raise ReconError(None, f"unknown export format {format!r} (one of {', '.join(FORMATS)})")
@@ -167,7 +167,7 @@ def export_splats(target: Path, *, format: Format = "compressed-ply", out: Path 
     if out.is_dir():
         raise ReconError(out, "--out is a folder; give a file name")
     t0 = time.perf_counter()
-    data = encode_splats(splats, format=format, sh_degree=sh_degree)
+    data = encode_splats(splats, format=format, sh_degree=sh_degree, spz_version=spz_version)
     atomic_write_bytes(out, data)
     seconds = time.perf_counter() - t0
     back = read_splats(out)

@@ -204,7 +204,7 @@ class CompressCommand:
 
 @dataclass
 class ExportCommand:
-    """Export a run (or compressed artifact) for players: .ply, compressed .ply, .spz, .splat."""
+    """Export a run (or compressed artifact) for players: .ply, compressed .ply, .spz, .splat, .sog, .glb."""
 
     run_dir: tyro.conf.Positional[Path]
     """Run folder written by `recon train`, its compressed/ artifact, or a splat file to convert."""
@@ -220,6 +220,9 @@ class ExportCommand:
     """Render the exported file on the run's test views and report PSNR vs the trained splats."""
     eval_views: int | None = None
     """Render at most this many test views for the PSNR report (default: all)."""
+    spz_version: Literal[3, 4] = 3
+    """.spz version: 3 (gzip; read by Spark, Babylon.js, splat-transform and Niantic's library) or 4
+    (zstd streams; the version the PlayCanvas engine reads)."""
     json: bool = False
     """Print one JSON object instead of a table."""
 
@@ -237,7 +240,7 @@ class ExportCommand:
         fmt = typing.cast(Format, self.format)
         report = export_splats(
             self.run_dir, format=fmt, out=self.out, sh_degree=self.sh_degree, source=self.source,
-            evaluate=self.evaluate, max_views=self.eval_views, progress=not self.json,
+            evaluate=self.evaluate, max_views=self.eval_views, progress=not self.json, spz_version=self.spz_version,
         )
         print_export_report(report, json_out=self.json)
         return 0
