@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from scenes.errors import ReconError
+from scenes.fileio import atomic_write_text
 from scenes.photos import Photo, one_camera, read_photo
 from scenes.types import SceneData
 
@@ -377,9 +378,7 @@ def _commit(tmp: Path, workdir: Path, meta: dict) -> None:
         os.replace(workdir / MODEL_DIR, old)
     os.replace(tmp / MODEL_DIR, workdir / MODEL_DIR)
     os.replace(tmp / POINTS_FILE, workdir / POINTS_FILE)
-    part = tmp / (POSES_FILE + ".part")
-    part.write_text(json.dumps(meta, indent=1))
-    os.replace(part, workdir / POSES_FILE)
+    atomic_write_text(workdir / POSES_FILE, json.dumps(meta, indent=1))
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
