@@ -72,6 +72,7 @@ class EvalCommand:
             result["n_params"] = sum(p.numel() for p in field.parameters())
         else:
             from reconstruct.evaluate import evaluate
+            from reconstruct.poses import estimated
 
             if self.compressed:
                 from pruning.artifact import artifact_bytes, load_artifact
@@ -79,18 +80,35 @@ class EvalCommand:
                 splats, size = load_artifact(run.compressed_dir), artifact_bytes(run.compressed_dir)
             else:
                 splats, size = run.splats(), run.splats_path.stat().st_size
-            result = evaluate(splats, scene, out_dir=out_dir, device=device)
+            if estimated(run.config):  # align, refine the test cameras, then score (reconstruct.posefree)
+                from reconstruct import gaussians as G
+                from reconstruct.posefree import evaluate_estimated, training_cameras_from_checkpoint
+
+                gs = G.activate(torch_params(splats, device))
+                result = evaluate_estimated(run, gs, scene, training_cameras_from_checkpoint(run, scene),
+                                            sh_degree=splats.sh_degree, out_dir=out_dir)
+            else:
+                result = evaluate(splats, scene, out_dir=out_dir, device=device)
             result.update(n_gaussians=len(splats), ply_bytes=size)
         result["train_seconds"] = run.train_seconds()
         run.write_metrics(result, compressed=self.compressed)
         keys = ("psnr", "ssim", "lpips", "lpips_reason", "n_test", "n_gaussians", "n_params", "train_seconds",
-                "render_fps", "ply_bytes")
+                "render_fps", "ply_bytes", "psnr_unaligned", "train_psnr", "train_ssim", "registered", "n_images",
+                "rotation_error_deg", "rotation_error_deg_max", "position_error", "position_error_max", "sfm_seconds")
         summary = {k: result.get(k) for k in keys if k in result or k in ("lpips", "lpips_reason")}
         if self.json:
             print(json.dumps(summary))
         else:
             print_metrics(summary, title=f"{out_dir}: {summary['n_test']} test views", file=sys.stdout)
         return 0
+
+
+def torch_params(splats, device):
+    """A splat set as frozen torch parameters on ``device`` (rendering only)."""
+    import torch
+
+    return torch.nn.ParameterDict({k: torch.nn.Parameter(v, requires_grad=False)
+                                   for k, v in splats.to_params(str(device)).items()})
 
 
 @dataclass

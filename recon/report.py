@@ -8,7 +8,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TextIO
 
-METRIC_KEYS = ("psnr", "ssim", "lpips", "n_test", "n_gaussians", "n_params", "train_seconds", "render_fps", "ply_bytes")
+METRIC_KEYS = ("psnr", "ssim", "lpips", "n_test", "psnr_unaligned", "train_psnr", "train_ssim", "registered", "n_images",
+               "rotation_error_deg", "rotation_error_deg_max", "position_error", "position_error_max", "sfm_seconds",
+               "n_gaussians", "n_params", "train_seconds", "render_fps", "ply_bytes", "orbit")
 
 
 def print_metrics(result: dict, *, title: str, file: TextIO) -> None:
@@ -19,7 +21,8 @@ def print_metrics(result: dict, *, title: str, file: TextIO) -> None:
     for key in METRIC_KEYS:
         if key in result:
             value = result[key]
-            text = "n/a" if value is None else (f"{value:.4f}" if isinstance(value, float) else f"{value:,}")
+            text = ("n/a" if value is None else value if isinstance(value, str) else
+                    f"{value:.4f}" if isinstance(value, float) else f"{value:,}")
             table.add_row(key, text)
     console = Console(file=file)
     console.print(table)

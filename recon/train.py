@@ -119,7 +119,13 @@ def resolve_request(cfg: TrainConfig) -> TrainRequest:
     except ValueError as err:
         raise ReconError(None, str(err)) from None
     device = resolve_device(base.device)
-    resolved = resolve(base, device_type=device.type)
+    from reconstruct.poses import count_photos, is_photo_folder
+
+    n_photos = count_photos(base.scene) if is_photo_folder(base.scene) else None
+    resolved = resolve(base, device_type=device.type, n_photos=n_photos)
+    if resolved.poses == "dataset" and n_photos is not None:
+        raise ReconError(base.scene, "holds photos without camera poses; --poses dataset needs a posed dataset "
+                                     "(leave --poses out, or --poses estimate)")
     return TrainRequest(cfg=resolved, resume=cfg.resume, overwrite=cfg.overwrite)
 
 
@@ -130,8 +136,11 @@ def _get(cfg, dotted: str):
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
+    from reconstruct.poses import is_photo_folder
+
     views = "all" if cfg.views is None else f"{cfg.views}v"
-    return Path("outputs") / f"{Path(str(cfg.scene)).name}-{cfg.method}-{views}"
+    poses = f"-{cfg.poses}" if cfg.poses in ("estimate", "refine") and not is_photo_folder(cfg.scene) else ""
+    return Path("outputs") / f"{Path(str(cfg.scene)).name}-{cfg.method}-{views}{poses}"
 
 
 def train(req: TrainRequest) -> int:
@@ -139,26 +148,30 @@ def train(req: TrainRequest) -> int:
     import numpy as np
     import torch
 
-    import scenes
     from recon.report import print_metrics
     from reconstruct.loop import Interrupted, LoopState, checkpoint_payload, restore_state, train_loop
+    from reconstruct.poses import training_scene
     from reconstruct.run import Run, resolve_device
     from reconstruct.training import build_method, finish
 
     cfg = req.cfg
     assert cfg.scene is not None, "a resolved config names its scene"
     device = resolve_device(cfg.device)
-    scene = scenes.load_scene(cfg.scene, views=cfg.views, downscale=cfg.data.downscale, resolution=cfg.data.resolution,
-                              test_every=cfg.data.test_every)
     if req.resume is not None:
         run = Run.open(req.resume)
         run.sweep()
+        scene = training_scene(cfg, workdir=run.root)  # the run's poses.json, when it has one, is reused
         payload = run.checkpoint()
         if cfg != run.config:
             run.save_config(cfg)
     else:
         run = Run.create(cfg.output.out or default_run_dir(cfg), overwrite=req.overwrite)
-        run.save_config(cfg)
+        try:  # pose estimation can refuse the photos: then nothing half-written stays behind
+            scene = training_scene(cfg, workdir=run.root)
+            run.save_config(cfg)
+        except BaseException:
+            run.discard()
+            raise
         payload = None
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -186,6 +199,7 @@ def train(req: TrainRequest) -> int:
         raise
     result = finish(run, method, state, evaluate=cfg.output.eval_at_end)
     if result is not None:
-        print_metrics(result, title=f"{run.root}: test views ({method.name})", file=sys.stdout)
+        what = result.get("scored_on", "test views")
+        print_metrics(result, title=f"{run.root}: {what} ({method.name})", file=sys.stdout)
     return 0
 

@@ -156,6 +156,31 @@ class OutputConfig:
     """Render and score the test views when training ends."""
 
 
+@dataclass
+class CameraRefineConfig:
+    """Camera refinement while training: a per-view SE(3) correction (6-vector, exp map, left-multiplied
+    onto T_world_cam) with its own Adam (reconstruct/cameras.py)."""
+
+    enabled: bool | None = None
+    """Refine the training cameras; None = as --poses says (on for estimate and refine, off for dataset)."""
+    lr: float = 1e-3
+    """Initial Adam learning rate (radians; translation in units of the scene extent)."""
+    lr_final: float = 1e-5
+    """Final learning rate (exponential decay from --cameras.start-step to the last step)."""
+    start_step: int = 0
+    """First step that updates the cameras."""
+    anchor_first: bool = True
+    """Keep the first training view's pose (pins the gauge: moving every camera and the splats together
+    changes no image)."""
+    test_steps: int = 60
+    """Pose-free evaluation: photometric steps per test camera with the splats frozen (InstantSplat's
+    test-time pose alignment)."""
+    test_lr: float = 1e-2
+    """Learning rate of the test-time pose alignment."""
+
+
+PoseSource = Literal["auto", "dataset", "estimate", "refine"]
+
 CONTROL_FIELDS = ("config", "resume", "overwrite")
 """Fields that steer one invocation and are not part of a run's config.json."""
 
@@ -180,6 +205,14 @@ class TrainCommon:
     """Continue the run in this folder from its checkpoint (options that contradict it are refused)."""
     overwrite: bool = False
     """Replace an existing output folder."""
+    poses: PoseSource = "auto"
+    """Where the cameras come from. dataset: the scene's own poses (today's behaviour); estimate: ignore
+    them and estimate poses from the training images only (COLMAP via pycolmap, into RUN/sfm and
+    RUN/poses.json; test views are then scored after a similarity alignment and test-time pose
+    refinement); refine: the dataset's poses plus camera refinement while training. auto = dataset
+    for posed scenes, estimate for a folder of photos."""
+    holdout: int = 0
+    """Photo folders: keep this many photos (evenly spaced) out of training and score them."""
     data: DataConfig = field(default_factory=DataConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
@@ -209,6 +242,8 @@ class SplatTrainConfig(TrainCommon):
     loss: LossConfig = field(default_factory=LossConfig)
     priors: PriorsConfig = field(default_factory=PriorsConfig)
     """Sparse-view priors (reconstruct.priors)."""
+    cameras: CameraRefineConfig = field(default_factory=CameraRefineConfig)
+    """Camera refinement (per-view SE(3) corrections) and test-time pose alignment."""
 
     @property
     def method(self) -> str:
@@ -239,14 +274,20 @@ def preset_for(views: int | None) -> str:
     return "sparse" if views is not None and views <= 9 else "vanilla"
 
 
-def resolve(cfg: TrainConfig, *, device_type: str) -> TrainConfig:
-    """Every preset- and device-dependent default made concrete (what config.json records)."""
+def resolve(cfg: TrainConfig, *, device_type: str, n_photos: int | None = None) -> TrainConfig:
+    """Every preset- and device-dependent default made concrete (what config.json records).
+
+    ``n_photos``: the photos of a photo-folder scene (its preset counts the training photos when
+    --views is not given)."""
     device = typing.cast(Literal["auto", "cpu", "cuda"], device_type if cfg.device == "auto" else cfg.device)
     cfg = dataclasses.replace(cfg, config=None, resume=None, overwrite=False, device=device)
     if cfg.scene is not None:
         cfg = dataclasses.replace(cfg, scene=Path(cfg.scene).expanduser().resolve())
+    if cfg.poses == "auto":
+        cfg = dataclasses.replace(cfg, poses="estimate" if n_photos is not None else "dataset")
+    n_train = cfg.views if cfg.views is not None else (None if n_photos is None else n_photos - cfg.holdout)
     if isinstance(cfg, SplatTrainConfig):
-        preset = typing.cast(Literal["vanilla", "sparse"], preset_for(cfg.views) if cfg.preset == "auto" else cfg.preset)
+        preset = typing.cast(Literal["vanilla", "sparse"], preset_for(n_train) if cfg.preset == "auto" else cfg.preset)
         sparse = preset == "sparse"
         priors = cfg.priors
         subs = {}
@@ -258,7 +299,11 @@ def resolve(cfg: TrainConfig, *, device_type: str) -> TrainConfig:
         init = cfg.init
         if init.kind == "auto":
             init = dataclasses.replace(init, kind="dense" if sparse else "sfm")
-        return dataclasses.replace(cfg, preset=preset, priors=dataclasses.replace(priors, **subs), init=init)
+        cameras = cfg.cameras
+        if cameras.enabled is None:
+            cameras = dataclasses.replace(cameras, enabled=cfg.poses in ("estimate", "refine"))
+        return dataclasses.replace(cfg, preset=preset, priors=dataclasses.replace(priors, **subs), init=init,
+                                   cameras=cameras)
     cpu = cfg.device == "cpu"
     n = cfg.nerf
     nerf = dataclasses.replace(
@@ -267,7 +312,7 @@ def resolve(cfg: TrainConfig, *, device_type: str) -> TrainConfig:
         n_samples=n.n_samples or (64 if cpu else 128),
         rays_per_batch=n.rays_per_batch or (512 if cpu else 4096),
         grid_resolution=n.grid_resolution or (48 if cpu else 128),
-        regularize=n.regularize if n.regularize != "auto" else ("on" if cfg.views is not None and cfg.views <= 9 else "off"),
+        regularize=n.regularize if n.regularize != "auto" else ("on" if n_train is not None and n_train <= 9 else "off"),
     )
     return dataclasses.replace(cfg, nerf=nerf)
 
@@ -292,6 +337,12 @@ CHECKS: tuple[tuple[str, str, float | None, float | None], ...] = (
     ("loss.ssim_lambda", "--loss.ssim-lambda", 0.0, 1.0),
     ("priors.dropout.rate", "--priors.dropout.rate", 0.0, 0.95),
     ("viewer_port", "--viewer-port", 1, 65535),
+    ("holdout", "--holdout", 0, None),
+    ("cameras.lr", "--cameras.lr", 1e-9, 1.0),
+    ("cameras.lr_final", "--cameras.lr-final", 1e-12, 1.0),
+    ("cameras.start_step", "--cameras.start-step", 0, None),
+    ("cameras.test_steps", "--cameras.test-steps", 0, None),
+    ("cameras.test_lr", "--cameras.test-lr", 1e-9, 1.0),
     ("nerf.n_levels", "--nerf.n-levels", 1, 32),
     ("nerf.log2_hashmap_size", "--nerf.log2-hashmap-size", 8, 26),
     ("nerf.n_samples", "--nerf.n-samples", 4, 4096),
@@ -317,6 +368,8 @@ def validate(cfg: TrainConfig) -> None:
             raise ValueError(f"{flag} {obj} is out of range (must be {rng})")
     if isinstance(cfg, SplatTrainConfig) and cfg.init.kind == "ply" and cfg.init.ply is None:
         raise ValueError("--init.kind ply needs --init.ply FILE")
+    if isinstance(cfg, NerfTrainConfig) and cfg.poses == "refine":
+        raise ValueError("--poses refine refines cameras while training splats; `recon train nerf` does not (use dataset or estimate)")
 
 
 # ----------------------------------------------------------------------------------- JSON

@@ -19,9 +19,11 @@ from scenes.types import SceneData
 
 def render_splats(
     splats: Splats | G.Activated, scene: SceneData, frame: int, *, device: torch.device | None = None,
-    sh_degree: int | None = None,
+    sh_degree: int | None = None, T_world_cam: torch.Tensor | np.ndarray | None = None,
+    K: torch.Tensor | np.ndarray | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Render frame ``frame`` of ``scene``: rgb [H,W,3] and expected depth [H,W] (CPU tensors)."""
+    """Render frame ``frame`` of ``scene``: rgb [H,W,3] and expected depth [H,W] (CPU tensors).
+    ``T_world_cam`` [4, 4] / ``K`` [3, 3]: another camera than the frame's (refined poses)."""
     if isinstance(splats, Splats):
         device = device or torch.device("cpu")
         gs = G.activate(torch.nn.ParameterDict({k: torch.nn.Parameter(v, requires_grad=False)
@@ -30,11 +32,13 @@ def render_splats(
     else:
         gs, degree = splats, (sh_degree if sh_degree is not None else int(np.sqrt(splats.colors.shape[1])) - 1)
         device = gs.means.device
+    T = scene.T_world_cam[frame] if T_world_cam is None else T_world_cam
+    K = scene.Ks[frame] if K is None else K
     with torch.no_grad():
         out, _, _ = G.render(
             gs,
-            torch.as_tensor(scene.T_world_cam[frame], dtype=torch.float32, device=device)[None],
-            torch.as_tensor(scene.Ks[frame], dtype=torch.float32, device=device)[None],
+            torch.as_tensor(T, dtype=torch.float32, device=device)[None],
+            torch.as_tensor(K, dtype=torch.float32, device=device)[None],
             scene.width, scene.height, sh_degree=degree,
             background=torch.tensor(scene.background, dtype=torch.float32, device=device),
             render_mode="RGB+ED",
@@ -57,9 +61,10 @@ RenderFn = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
 
 def evaluate_views(
     render_fn: RenderFn, scene: SceneData, *, ids: list[int] | None = None, out_dir: Path | None = None,
-    with_lpips: bool = True,
+    with_lpips: bool = True, prefix: str = "test", grid: bool = True,
 ) -> dict:
-    """The one scoring loop (splats and NeRF alike); writes renders and a grid when out_dir is given.
+    """The one scoring loop (splats and NeRF alike); writes renders and a grid when out_dir is given
+    (renders/<prefix>_<frame>.png; the grid only with ``grid``).
 
     Returns psnr, ssim, lpips (None with lpips_reason when weights are missing), n_test, render_fps,
     per_view.
@@ -77,7 +82,7 @@ def evaluate_views(
             entry["lpips"] = float(lp.model(rgb, gt))
         scores.append(entry)
         if out_dir is not None:
-            _save_png(Run.renders_dir(out_dir) / f"test_{frame:04d}.png", rgb.numpy())
+            _save_png(Run.renders_dir(out_dir) / f"{prefix}_{frame:04d}.png", rgb.numpy())
             if k < 6:
                 rows.append((gt.numpy(), rgb.numpy(), _colorize_depth(depth.numpy())))
     result = {
@@ -89,7 +94,7 @@ def evaluate_views(
         "render_fps": len(ids) / seconds if seconds > 0 else None,
         "per_view": scores,
     }
-    if out_dir is not None and rows:
+    if out_dir is not None and rows and grid:
         _save_png(Run.grid_path(out_dir), labelled_grid(rows, ("ground truth", "render", "depth")))
     return result
 

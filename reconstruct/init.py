@@ -195,12 +195,15 @@ class InitResult:
         return {"init": self.how, "kind": self.kind, "n_points": int(len(self.points))}
 
 
-def initialize(cfg: InitConfig, scene: SceneData, *, seed: int, cache_dir: Path | None) -> InitResult:
+def initialize(cfg: InitConfig, scene: SceneData, *, seed: int, cache_dir: Path | None,
+               scene_points: bool = False) -> InitResult:
     """The initial Gaussians of ``cfg.kind`` (resolved: not "auto") on ``scene``'s training views.
 
     sfm: triangulated SIFT matches, random points below ``min_sfm_points``; dense: the sfm points
     plus plane-sweep matches (cached in ``cache_dir``; they replace random points when SfM found too
-    few); ply: the Gaussians of a splat file.
+    few); ply: the Gaussians of a splat file. ``scene_points``: the scene's own points are the sfm
+    points (poses estimated from the training images: their bundle-adjusted SfM points see no test
+    view), so nothing is triangulated again.
     """
     assert cfg.kind != "auto", "resolve the config first"
     rng = np.random.default_rng(seed)
@@ -214,11 +217,18 @@ def initialize(cfg: InitConfig, scene: SceneData, *, seed: int, cache_dir: Path 
         return InitResult(splats.means.astype(np.float64), splats.rgb.astype(np.float64), "ply",
                           f"ply ({len(splats)} Gaussians from {cfg.ply})", splats=splats)
     sfm = None
-    if cfg.kind in ("sfm", "dense") and len(ids) >= 2:
-        points, colors = triangulate_views(scene, ids)
+    if cfg.kind in ("sfm", "dense") and (len(ids) >= 2 or scene_points):
+        if scene_points and scene.points is not None:
+            points = np.asarray(scene.points, dtype=np.float64)
+            colors = (np.full_like(points, 0.5) if scene.point_colors is None
+                      else np.asarray(scene.point_colors, dtype=np.float64) / 255.0)
+            source = "pose estimation"
+        else:
+            points, colors = triangulate_views(scene, ids)
+            source = f"{len(ids)} views"
         sfm = points
         if len(points) >= cfg.min_sfm_points:
-            base = InitResult(points, colors, "sfm", f"sfm ({len(points)} points from {len(ids)} views)", sfm_points=sfm)
+            base = InitResult(points, colors, "sfm", f"sfm ({len(points)} points from {source})", sfm_points=sfm)
         else:
             base = None
             why = f"sfm found {len(points)} < {cfg.min_sfm_points} points"

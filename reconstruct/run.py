@@ -9,6 +9,9 @@ RUN/
   metrics.json      test-view scores
   renders/          test-view renders; grid.png (ground truth | render | depth), curves.png
   priors/           cached prior outputs (dense init points, monocular depth)
+  poses.json        estimated cameras (nerfstudio layout; --poses estimate and photo folders), with
+  sfm/              the COLMAP model and sparse_pc.ply (the SfM points) beside it (scenes.sfm writes them)
+  renders/orbit.gif photo-folder runs: a turntable around the recovered cameras
   compressed/       what ``recon compress`` wrote (artifact, report.json, saliency.pt)
   export/           what ``recon export`` wrote
 
@@ -32,6 +35,7 @@ import torch
 from reconstruct.config import NerfTrainConfig, SplatTrainConfig, TrainConfig, from_dict, to_json
 from scenes.errors import ReconError
 from scenes.fileio import atomic_write_bytes, atomic_write_text, sweep_temp_files
+from scenes.sfm import MODEL_DIR, POINTS_FILE, POSES_FILE
 
 CHECKPOINT_FORMAT = "recon.checkpoint"
 CHECKPOINT_VERSION = 2
@@ -54,12 +58,22 @@ class Run:
     EXPORT = "export"
     REPORT = "report.json"
     SALIENCY = "saliency.pt"
+    POSES = POSES_FILE
+    SFM = MODEL_DIR
+    SFM_POINTS = POINTS_FILE
+    ORBIT = "orbit.gif"
+    POSE_FILES = (POSES_FILE, MODEL_DIR, POINTS_FILE)
+    """What pose estimation wrote: kept by ``create(overwrite=True)`` so a rerun reuses it when the
+    images are the same (scenes.sfm checks that)."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        self.created = False
+        """True when ``create`` made the folder (``discard`` then removes it again)."""
         self._config: TrainConfig | None = None
         self._checkpoint: dict | None = None
         self._scene = None
+        self._dataset_scene = None
 
     def __repr__(self) -> str:
         return f"Run({str(self.root)!r})"
@@ -69,19 +83,37 @@ class Run:
     def create(cls, root: str | Path, *, overwrite: bool) -> "Run":
         """A new, empty run folder (an existing non-empty one only with ``overwrite``)."""
         root = Path(root)
+        created = not root.exists()
         try:
             if root.exists() and not root.is_dir():
                 raise ReconError(root, "output path exists and is a file, not a folder")
             if root.is_dir() and any(root.iterdir()):
                 if not overwrite:
                     raise ReconError(root, "output folder exists; pass --overwrite to replace it or --resume to continue")
-                shutil.rmtree(root)
+                for child in root.iterdir():  # estimated poses stay (reused when the images match)
+                    if child.name in cls.POSE_FILES:
+                        continue
+                    if child.is_dir() and not child.is_symlink():
+                        shutil.rmtree(child)
+                    else:
+                        child.unlink()
             root.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             from scenes.fileio import describe_os_error
 
             raise ReconError(root, f"cannot create the run folder: {describe_os_error(err)}") from None
-        return cls(root)
+        run = cls(root)
+        run.created = created
+        return run
+
+    def discard(self) -> None:
+        """Undo ``create`` after a failure before training started: remove the folder when this
+        command created it, else the run files written into it (estimated poses are kept)."""
+        if self.created:
+            shutil.rmtree(self.root, ignore_errors=True)
+            return
+        for path in (self.config_path, self.checkpoint_path):
+            path.unlink(missing_ok=True)
 
     @classmethod
     def open(cls, root: str | Path) -> "Run":
@@ -128,6 +160,14 @@ class Run:
     @property
     def curves_path(self) -> Path:
         return self.root / self.CURVES
+
+    @property
+    def poses_path(self) -> Path:
+        return self.root / self.POSES
+
+    @property
+    def orbit_path(self) -> Path:
+        return self.renders_dir(self.root) / self.ORBIT
 
     @property
     def priors_dir(self) -> Path:
@@ -222,17 +262,38 @@ class Run:
 
     # ------------------------------------------------------------------ scene and outputs
     def scene(self):
-        """The scene the run was trained on, with the run's split and resolution (read once)."""
+        """The scene the run was trained on, with the run's split and resolution (read once). With
+        estimated poses: RUN/poses.json read back (no SfM runs here)."""
         if self._scene is None:
-            import scenes
+            from reconstruct.poses import training_scene
 
-            cfg = self.config
-            if cfg.scene is None or not Path(cfg.scene).exists():
-                raise ReconError(self.config_path, f"the run's scene folder {cfg.scene} no longer exists "
-                                                   "(moved or deleted); what needs only the run's own files still works")
-            self._scene = scenes.load_scene(cfg.scene, views=cfg.views, downscale=cfg.data.downscale,
-                                            resolution=cfg.data.resolution, test_every=cfg.data.test_every)
+            self._check_scene_folder()
+            self._scene = training_scene(self.config, workdir=self.root, estimate=False)
         return self._scene
+
+    def dataset_scene(self):
+        """The posed dataset of a --poses estimate run (its test views score the run); None for a
+        photo folder or a run on the dataset's own poses."""
+        from reconstruct.poses import dataset_scene, estimated, is_photo_folder
+
+        cfg = self.config
+        if not estimated(cfg):
+            return None
+        self._check_scene_folder()
+        if is_photo_folder(cfg.scene):
+            return None
+        if self._dataset_scene is None:
+            self._dataset_scene = dataset_scene(cfg)
+        return self._dataset_scene
+
+    def has_estimated_poses(self) -> bool:
+        return self.poses_path.is_file()
+
+    def _check_scene_folder(self) -> None:
+        cfg = self.config
+        if cfg.scene is None or not Path(cfg.scene).exists():
+            raise ReconError(self.config_path, f"the run's scene folder {cfg.scene} no longer exists "
+                                               "(moved or deleted); what needs only the run's own files still works")
 
     def has_splats(self) -> bool:
         return self.splats_path.is_file()

@@ -13,10 +13,11 @@ The same class runs training (``build_splat_method``) and the compression fine-t
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Literal, Protocol
 
 import numpy as np
 import torch
@@ -27,6 +28,9 @@ from reconstruct.method import NonFiniteError, StepOutput
 from reconstruct.metrics import dssim_loss
 from reconstruct.splats import Splats
 from scenes.types import SceneData
+
+if TYPE_CHECKING:
+    from reconstruct.cameras import CameraRefinement
 
 PARAM_NAMES = ("means", "quats", "scales", "opacities", "sh0", "shN")
 """The per-Gaussian attributes of a splat (gsplat naming); extensions may add more (mask logits)."""
@@ -212,6 +216,9 @@ class SplatMethod:
         """[P, 3] points triangulated from the training views (the SfM depth prior's targets)."""
         self.init_record: dict = {}
         """How the Gaussians were initialized (kind, points), as history shows it."""
+        self.cameras: CameraRefinement | None = None
+        """Per-training-view SE(3) corrections (reconstruct.cameras); None = the cameras are fixed."""
+        self._view_index = {frame: k for k, frame in enumerate(self.train_ids)}
 
     def _view(self, frame: int) -> ViewBatch:
         s, d = self.scene, self.device
@@ -227,10 +234,26 @@ class SplatMethod:
         return min(step // max(self.optim.sh_degree_interval, 1), top)
 
     def view_for_step(self, step: int) -> ViewBatch:
+        """The step's training view, its camera corrected when cameras are refined (differentiable)."""
         n = len(self.views)
         epoch, k = divmod(step, n)
         order = np.random.default_rng([self.seed, epoch]).permutation(n)
-        return self.views[int(order[k])]
+        view = self.views[int(order[k])]
+        if self.cameras is not None:
+            view = dataclasses.replace(view, T_world_cam=self.cameras.corrected(int(order[k]), view.T_world_cam))
+        return view
+
+    def camera(self, frame: int) -> torch.Tensor:
+        """[4, 4] camera-to-world of ``frame`` as the model sees it (training views after refinement)."""
+        T = torch.as_tensor(self.scene.T_world_cam[frame], dtype=torch.float32, device=self.device)[None]
+        if self.cameras is not None and frame in self._view_index:
+            with torch.no_grad():
+                T = self.cameras.corrected(self._view_index[frame], T)
+        return T[0].detach()
+
+    def training_cameras(self) -> np.ndarray:
+        """[V, 4, 4] float64 camera-to-world of the training views after refinement (train_ids order)."""
+        return np.stack([self.camera(f).cpu().numpy().astype(np.float64) for f in self.train_ids])
 
     def context(self, step: int, view: ViewBatch) -> StepContext:
         params = self.model.params
@@ -277,11 +300,15 @@ class SplatMethod:
             strategy.step_pre_backward(model, state, step, info)
         loss.backward()
         grads = [p.grad for p in model.params.values() if p.grad is not None]
+        if self.cameras is not None:
+            grads += self.cameras.grads()
         if not (bool(torch.isfinite(loss)) and _all_finite(grads)):
             raise NonFiniteError(f"non-finite loss or gradient at step {step}")
         for opt in model.optimizers.values():
             opt.step()
             opt.zero_grad(set_to_none=True)
+        if self.cameras is not None:
+            self.cameras.step(step)
         if not _all_finite(list(model.params.values())):
             raise NonFiniteError(f"non-finite parameters after step {step}", params_corrupted=True)
         for fn in self.after_step:
@@ -294,6 +321,8 @@ class SplatMethod:
     def discard_step(self) -> None:
         for opt in self.model.optimizers.values():
             opt.zero_grad(set_to_none=True)
+        if self.cameras is not None:
+            self.cameras.zero_grad()
 
     def stats_text(self, out: StepOutput) -> str:
         return f"loss {out.loss:.4f}  psnr {out.psnr:5.2f}  gaussians {out.count:,}"
@@ -303,7 +332,8 @@ class SplatMethod:
         from reconstruct.evaluate import render_splats
 
         with torch.no_grad():
-            return render_splats(G.activate(self.model.params), self.scene, frame, sh_degree=self.model.sh_degree)
+            return render_splats(G.activate(self.model.params), self.scene, frame, sh_degree=self.model.sh_degree,
+                                 T_world_cam=self.camera(frame) if self.cameras is not None else None)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
@@ -315,6 +345,7 @@ class SplatMethod:
             "strategy_states": [_cpu(s) for s in m.states],
             "sfm_points": None if self.sfm_points is None else torch.as_tensor(self.sfm_points, dtype=torch.float64),
             "init": dict(self.init_record),
+            "cameras": None if self.cameras is None else self.cameras.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -334,6 +365,11 @@ class SplatMethod:
         pts = state.get("sfm_points")
         self.sfm_points = None if pts is None else pts.numpy()
         self.init_record = dict(state.get("init", {}))
+        cams = state.get("cameras")
+        if (cams is None) != (self.cameras is None):
+            raise ValueError("checkpoint and run disagree on camera refinement (--cameras.enabled)")
+        if self.cameras is not None:
+            self.cameras.load_state_dict(cams)
 
 
 def _all_finite(tensors: list[torch.Tensor]) -> bool:

@@ -34,7 +34,9 @@ def build_method(cfg: TrainConfig, scene: SceneData, device: torch.device, *, ca
     from reconstruct.priors import attach_priors
     from reconstruct.splatting import Densify, GaussianModel, SplatMethod, model_from_points
 
-    init = initialize(cfg.init, scene, seed=cfg.seed, cache_dir=cache_dir) if fresh else None
+    from reconstruct.poses import estimated
+
+    init = initialize(cfg.init, scene, seed=cfg.seed, cache_dir=cache_dir, scene_points=estimated(cfg)) if fresh else None
     if init is not None and init.splats is not None:
         from reconstruct import gaussians as G
 
@@ -50,10 +52,24 @@ def build_method(cfg: TrainConfig, scene: SceneData, device: torch.device, *, ca
     if init is not None:
         method.sfm_points = init.sfm_points
         method.init_record = init.record()
+    if cfg.cameras.enabled:
+        from reconstruct.cameras import CameraRefinement
+
+        method.cameras = CameraRefinement(len(method.views), cfg=cfg.cameras, scene_scale=model.scene_scale,
+                                          total_steps=cfg.iters, device=device)
     if cfg.densify.enabled:
         model.add_strategy(Densify(cfg.densify))
     attach_priors(method, cfg.priors, cache_dir or Path(cfg.priors.cache_dir or "."), seed=cfg.seed)
     return method
+
+
+def frozen_gaussians(method):
+    """The method's activated Gaussians, detached (scoring and test-time pose alignment)."""
+    from reconstruct import gaussians as G
+
+    params = torch.nn.ParameterDict({k: torch.nn.Parameter(v.detach(), requires_grad=False)
+                                     for k, v in method.model.params.items()})
+    return G.activate(params)
 
 
 def summary(method: Method) -> dict:
@@ -81,8 +97,16 @@ def finish(run: Run, method: Method, state: LoopState, *, evaluate: bool = True)
         plot_curves(rows, run.curves_path)
     if not evaluate:
         return None
-    with torch.no_grad():
-        result = evaluate_views(method.render_view, method.scene, out_dir=run.root)  # type: ignore[attr-defined]
+    from reconstruct.poses import estimated
+
+    if isinstance(method, SplatMethod) and estimated(run.config):
+        from reconstruct.posefree import evaluate_estimated
+
+        result = evaluate_estimated(run, frozen_gaussians(method), method.scene, method.training_cameras(),
+                                    sh_degree=method.model.sh_degree)
+    else:
+        with torch.no_grad():
+            result = evaluate_views(method.render_view, method.scene, out_dir=run.root)  # type: ignore[attr-defined]
     result.update(method=method.name, train_seconds=state.seconds, iters=state.step, **summary(method), **extra)
     run.write_metrics(result)
     return result
