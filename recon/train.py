@@ -123,9 +123,9 @@ def resolve_request(cfg: TrainConfig) -> TrainRequest:
 
     n_photos = count_photos(base.scene) if is_photo_folder(base.scene) else None
     resolved = resolve(base, device_type=device.type, n_photos=n_photos)
-    if resolved.poses == "dataset" and n_photos is not None:
-        raise ReconError(base.scene, "holds photos without camera poses; --poses dataset needs a posed dataset "
-                                     "(leave --poses out, or --poses estimate)")
+    if resolved.poses in ("dataset", "refine") and n_photos is not None:
+        raise ReconError(base.scene, f"holds photos without camera poses; --poses {resolved.poses} needs a posed "
+                                     "dataset (leave --poses out, or --poses estimate)")
     return TrainRequest(cfg=resolved, resume=cfg.resume, overwrite=cfg.overwrite)
 
 

@@ -163,12 +163,13 @@ class CameraRefineConfig:
 
     enabled: bool | None = None
     """Refine the training cameras; None = as --poses says (on for estimate and refine, off for dataset)."""
-    lr: float = 1e-3
+    lr: float = 1e-4
     """Initial Adam learning rate (radians; translation in units of the scene extent)."""
-    lr_final: float = 1e-5
+    lr_final: float = 1e-6
     """Final learning rate (exponential decay from --cameras.start-step to the last step)."""
-    start_step: int = 0
-    """First step that updates the cameras."""
+    start_step: int = 100
+    """First step that updates the cameras (before it the splats are too rough to say where a camera
+    is: 20 steps at 1e-3 from step 0 took a box scene's SfM cameras from 0.13 to 0.35 degrees)."""
     anchor_first: bool = True
     """Keep the first training view's pose (pins the gauge: moving every camera and the splats together
     changes no image)."""

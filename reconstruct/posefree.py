@@ -192,6 +192,8 @@ def evaluate_estimated(run: Run, gaussians: G.Activated, scene: SceneData, T_tra
     frames = match_frames(scene, truth)
     T_gt_train = np.asarray(truth.T_world_cam)[[frames[i] for i in train_ids]]
     errors = pose_errors(np.asarray(T_train), T_gt_train)
+    sfm_only = pose_errors(np.asarray(scene.T_world_cam)[train_ids], T_gt_train)  # before camera refinement
+    errors.update(sfm_rotation_error_deg=sfm_only["rotation_error_deg"], sfm_position_error=sfm_only["position_error"])
     sim = align_cameras(np.asarray(T_train), T_gt_train)
     test_ids = list(truth.test_ids)
     K = _mean_K(scene, train_ids, truth.width, truth.height)

@@ -83,8 +83,18 @@ def training_scene(cfg: TrainConfig, *, workdir: Path, estimate: bool = True) ->
         return dataset_scene(cfg)
     poses_json = Path(workdir) / POSES_FILE
     if estimate:
-        est = estimate_poses(images_to_pose(cfg), workdir, progress=lambda msg: log.info("poses: %s", msg))
-        if not est.reused:
+        from scenes.progress import progress
+
+        images = images_to_pose(cfg)
+        with progress(f"poses of {len(images)} images", 1, transient=True) as bar:
+            def say(msg: str) -> None:  # each try is a debug line; the bar shows the latest
+                log.debug("poses: %s", msg)
+                bar.update(0, msg)
+
+            est = estimate_poses(images, workdir, progress=say)
+        if est.reused:
+            log.info("poses: reusing %s (%d of %d registered)", poses_json, est.registered, est.total)
+        else:
             log.info("poses: %d of %d images registered (%s, %s mapper, %.2f px, %d points, %.1f s)", est.registered,
                      est.total, est.rung, est.mapper, est.mean_reprojection_error, est.n_points, est.seconds)
     scene = load_estimated_scene(poses_json, downscale=cfg.data.downscale, resolution=cfg.data.resolution)
