@@ -182,7 +182,7 @@ def evaluate_estimated(run: Run, gaussians: G.Activated, scene: SceneData, T_tra
                 result = evaluate_views(render_at(dict(zip(test_ids, T_test)), K), scene, ids=test_ids, out_dir=out)
             result["scored_on"] = "held-out photos (test-time pose alignment)"
         else:
-            result = {**train, "n_test": 0, "scored_on": "training photos (no held-out photo: --holdout K scores K)"}
+            result = {**train, "n_test": 0, "scored_on": "training photos"}
         result.update(base)
         write_orbit(run, gaussians, np.asarray(T_train), K=_mean_K(scene, train_ids, scene.width, scene.height),
                     width=scene.width, height=scene.height, sh_degree=sh_degree, background=scene.background)

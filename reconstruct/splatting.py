@@ -368,7 +368,7 @@ class SplatMethod:
         cams = state.get("cameras")
         if (cams is None) != (self.cameras is None):
             raise ValueError("checkpoint and run disagree on camera refinement (--cameras.enabled)")
-        if self.cameras is not None:
+        if self.cameras is not None and cams is not None:
             self.cameras.load_state_dict(cams)
 
 

@@ -184,6 +184,33 @@ class LiveBench:
         return 0
 
 
+@dataclass
+class PosesBench:
+    """Dataset poses vs estimated poses on one budget: fern 3 views (posed, --poses estimate) and a
+    folder of six lego training photos trained with no poses (recon/bench/poses.py)."""
+
+    data: Path | None = None
+    """Folder holding llff_fern and blender_lego (default ../shared/data next to the repository)."""
+    out: Path = Path("outputs/bench_poses")
+    """Where the runs, results.json and table.md go."""
+    cases: tuple[str, ...] = ("fern3", "lego6")
+    """fern3 (posed vs estimated, scored on fern's test views), lego6 (a photo folder of r_26, r_0, r_41,
+    r_42, r_67, r_75)."""
+    iters: int = 1000
+    """Training steps of every run."""
+    fern_resolution: int = 252
+    """Fern image width in pixels (images_8 is 504)."""
+    lego_resolution: int = 200
+    """Lego image width in pixels (the photos are 800)."""
+    json: bool = False
+    """Print one JSON list instead of the table."""
+
+    def run(self) -> int:
+        from recon.bench.poses import run_bench
+
+        return run_bench(self)
+
+
 BenchCommand = Union[
     Annotated[RasterBench, tyro.conf.subcommand("raster")],
     Annotated[QualityBench, tyro.conf.subcommand("quality")],
@@ -192,6 +219,7 @@ BenchCommand = Union[
     Annotated[CompressBench, tyro.conf.subcommand("compress")],
     Annotated[BrowserBench, tyro.conf.subcommand("browser")],
     Annotated[LiveBench, tyro.conf.subcommand("live")],
+    Annotated[PosesBench, tyro.conf.subcommand("poses")],
 ]
 """`recon bench WHAT [options]`."""
 

@@ -31,12 +31,15 @@ def train_config(cfg, *, scene=None, run_dir: Path | None = None, progress: bool
     from scenes import load_scene
 
     device = resolve_device(cfg.device)
-    scene = scene or load_scene(cfg.scene, views=cfg.views, downscale=cfg.data.downscale, resolution=cfg.data.resolution,
-                       test_every=cfg.data.test_every)
     run = None
     if run_dir is not None:
+        from reconstruct.poses import training_scene
+
         run = Run.create(run_dir, overwrite=True)
+        scene = scene or training_scene(cfg, workdir=run.root)  # estimated poses go into the run folder
         run.save_config(cfg)
+    scene = scene or load_scene(cfg.scene, views=cfg.views, downscale=cfg.data.downscale, resolution=cfg.data.resolution,
+                                test_every=cfg.data.test_every)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     cache = Path(cfg.priors.cache_dir) if getattr(cfg, "priors", None) and cfg.priors.cache_dir else (
