@@ -100,7 +100,19 @@ def training_scene(cfg: TrainConfig, *, workdir: Path, estimate: bool = True) ->
     scene = load_estimated_scene(poses_json, downscale=cfg.data.downscale, resolution=cfg.data.resolution)
     if photos:
         return split_photos(scene, holdout=cfg.holdout, views=cfg.views, path=poses_json)
-    return scene
+    return with_background(scene, dataset_scene(cfg).background)
+
+
+def with_background(scene: SceneData, background: tuple[float, float, float]) -> SceneData:
+    """``scene`` composited over ``background`` (a Blender dataset's white, for its estimated twin)."""
+    import copy
+
+    if tuple(scene.background) == tuple(background):
+        return scene
+    loader = copy.copy(scene.loader)
+    if loader is not None and hasattr(loader, "background"):
+        loader.background = background
+    return dataclasses.replace(scene, background=background, loader=loader, _cache={})
 
 
 def split_photos(scene: SceneData, *, holdout: int, views: int | None, path: Path) -> SceneData:
