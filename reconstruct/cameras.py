@@ -131,7 +131,7 @@ def refine_camera(render, T_world_cam: torch.Tensor, target: torch.Tensor, *, st
     """
     from reconstruct.metrics import dssim_loss
 
-    cfg = CameraRefineConfig(enabled=True, lr=lr, lr_final=lr * 0.1, anchor_first=False)
+    cfg = CameraRefineConfig(enabled=True, lr=lr, lr_final=lr * 0.1, start_step=0, anchor_first=False)
     refine = CameraRefinement(1, cfg=cfg, scene_scale=scene_scale, total_steps=steps, device=T_world_cam.device)
     T = T_world_cam.detach()
     losses: list[float] = []

@@ -239,7 +239,7 @@ class SplatMethod:
         epoch, k = divmod(step, n)
         order = np.random.default_rng([self.seed, epoch]).permutation(n)
         view = self.views[int(order[k])]
-        if self.cameras is not None:
+        if self.cameras is not None and self.cameras.active(step):  # before its start the fused CPU projection runs
             view = dataclasses.replace(view, T_world_cam=self.cameras.corrected(int(order[k]), view.T_world_cam))
         return view
 
