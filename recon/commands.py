@@ -95,12 +95,14 @@ class EvalCommand:
         keys = ("psnr", "ssim", "lpips", "lpips_reason", "n_test", "n_gaussians", "n_params", "train_seconds",
                 "render_fps", "ply_bytes", "psnr_unaligned", "train_psnr", "train_ssim", "registered", "n_images",
                 "rotation_error_deg", "rotation_error_deg_max", "position_error", "position_error_max", "sfm_rotation_error_deg",
-                "sfm_position_error", "sfm_seconds")
+                "sfm_position_error", "sfm_seconds", "n_train")
         summary = {k: result.get(k) for k in keys if k in result or k in ("lpips", "lpips_reason")}
         if self.json:
             print(json.dumps(summary))
         else:
-            print_metrics(summary, title=f"{out_dir}: {summary['n_test']} test views", file=sys.stdout)
+            what = result.get("scored_on") or "test views"
+            print_metrics(summary, title=f"{out_dir}: {summary['n_test'] or summary.get('n_train') or 0} {what}",
+                          file=sys.stdout)
         return 0
 
 

@@ -257,3 +257,52 @@ def test_poses_flags_that_do_not_fit_the_scene_are_refused(tmp_path, capsys):
     assert not (tmp_path / "never").exists()
     assert main(["train", "nerf", str(folder), "--poses", "refine", "--out", str(tmp_path / "never")]) == 1
     assert "--poses refine" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- pure pieces
+def test_alignment_recovers_a_similarity_and_reports_zero_error_for_exact_cameras():
+    from scipy.spatial.transform import Rotation
+
+    from reconstruct.posefree import align_cameras, pose_errors
+    from scenes.geometry import similarity, transform_poses
+
+    T_gt = box_cameras(4)
+    S = similarity(2.5, Rotation.from_euler("xyz", [10, -20, 30], degrees=True).as_matrix(), np.array([1.0, -2.0, 0.5]))
+    T_est = transform_poses(S, 2.5, T_gt)  # the same cameras in another world
+    for cams in (slice(None), slice(0, 2)):  # 4 cameras, and 2 (centres plus axis points)
+        sim = align_cameras(T_est[cams], T_gt[cams])
+        np.testing.assert_allclose(sim.cameras_to_gt(T_est[cams]), T_gt[cams], atol=1e-9)
+        np.testing.assert_allclose(sim.cameras_to_est(T_gt[cams]), T_est[cams], atol=1e-9)
+        err = pose_errors(T_est[cams], T_gt[cams])
+        assert err["rotation_error_deg_max"] < 1e-5 and err["position_error_max"] < 1e-9
+
+
+def test_orbit_circles_a_ring_of_cameras_and_sweeps_an_arc():
+    from reconstruct.posefree import orbit_cameras
+    from scene_fixtures import orbit_poses
+
+    for T, full in ((orbit_poses(8), True), (box_cameras(5), False)):
+        orbit = orbit_cameras(T)
+        assert orbit.shape == (36, 4, 4)
+        up = -T[:, :3, 1].mean(0)
+        assert (np.einsum("fi,i->f", -orbit[:, :3, 1], up) > 0).all()  # upright frames
+        centre = orbit[:, :3, 3].mean(0)
+        ax = np.cross(orbit[0, :3, 3] - centre, orbit[9, :3, 3] - centre)
+        assert np.linalg.norm(ax) > 0
+        spread = np.ptp(np.unwrap(np.arctan2(*(orbit[:, :2, 3] - centre[:2]).T[::-1])))
+        assert (spread > 5.5) == full, spread
+
+
+def test_split_photos_holds_out_evenly_spaced_photos():
+    from reconstruct.poses import split_photos
+    from scenes import ReconError
+    from scenes.types import SceneData
+
+    scene = SceneData(format="nerfstudio", root=Path("."), image_paths=(), Ks=np.tile(np.eye(3), (9, 1, 1)),
+                      T_world_cam=np.tile(np.eye(4), (9, 1, 1)), width=8, height=8, train_ids=tuple(range(9)),
+                      test_ids=(), near=0.1, far=10.0)
+    s = split_photos(scene, holdout=2, views=None, path=Path("p.json"))
+    assert s.test_ids == (3, 5) and s.train_ids == (0, 1, 2, 4, 6, 7, 8)
+    assert split_photos(scene, holdout=0, views=3, path=Path("p.json")).train_ids == (0, 4, 8)
+    with pytest.raises(ReconError, match="--holdout 8"):
+        split_photos(scene, holdout=8, views=None, path=Path("p.json"))
