@@ -94,7 +94,8 @@ class EvalCommand:
         run.write_metrics(result, compressed=self.compressed)
         keys = ("psnr", "ssim", "lpips", "lpips_reason", "n_test", "n_gaussians", "n_params", "train_seconds",
                 "render_fps", "ply_bytes", "psnr_unaligned", "train_psnr", "train_ssim", "registered", "n_images",
-                "rotation_error_deg", "rotation_error_deg_max", "position_error", "position_error_max", "sfm_rotation_error_deg",
+                "rotation_error_deg", "rotation_error_deg_max", "position_error", "position_error_max", "relative_rotation_error_deg",
+                "sfm_rotation_error_deg", "sfm_relative_rotation_error_deg",
                 "sfm_position_error", "sfm_seconds", "n_train")
         summary = {k: result.get(k) for k in keys if k in result or k in ("lpips", "lpips_reason")}
         if self.json:

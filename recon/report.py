@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import TextIO
 
 METRIC_KEYS = ("psnr", "ssim", "lpips", "n_test", "psnr_unaligned", "train_psnr", "train_ssim", "registered", "n_images",
-               "rotation_error_deg", "rotation_error_deg_max", "position_error", "position_error_max", "sfm_rotation_error_deg",
+               "rotation_error_deg", "rotation_error_deg_max", "position_error", "position_error_max", "relative_rotation_error_deg",
+                "sfm_rotation_error_deg", "sfm_relative_rotation_error_deg",
                 "sfm_position_error", "sfm_seconds",
                "n_gaussians", "n_params", "train_seconds", "render_fps", "ply_bytes", "orbit")
 
