@@ -68,8 +68,11 @@ def print_compress_report(report: dict, *, json_out: bool) -> None:
     table.add_row("bytes", f"{report['ply_bytes']:,} (.ply)", f"{report['artifact_bytes']:,} (artifact)")
     if report.get("compressed_ply_bytes"):
         table.add_row("compressed .ply", "", f"{report['compressed_ply_bytes']:,}")
-    table.add_row("PSNR (dB)", f"{report['psnr_before']:.3f}", f"{report['psnr_after']:.3f}")
-    table.add_row("SSIM", f"{report['ssim_before']:.4f}", f"{report['ssim_after']:.4f}")
+    def score(key: str, spec: str) -> str:  # a run without test views (a photo folder) has no scores
+        return "n/a" if report.get(key) is None else format(report[key], spec)
+
+    table.add_row("PSNR (dB)", score("psnr_before", ".3f"), score("psnr_after", ".3f"))
+    table.add_row("SSIM", score("ssim_before", ".4f"), score("ssim_after", ".4f"))
     table.caption = f"{report['ratio']:.1f}x smaller than the standard .ply; {report['n_test']} test views"
     Console(file=sys.stdout).print(table)
 
