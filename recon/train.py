@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconstruct.config import METHODS, CONTROL_FIELDS, TrainConfig, changed_fields, flag_of, set_field
+from reconstruct.config import CONTROL_FIELDS, METHODS, SplatTrainConfig, TrainConfig, changed_fields, flag_of, set_field
 from scenes.errors import ReconError
 
 RESUME_MAY_CHANGE = ("iters", "device", "output.checkpoint_every", "output.log_every", "output.eval_at_end",
@@ -118,6 +118,10 @@ def resolve_request(cfg: TrainConfig) -> TrainRequest:
         validate(base)
     except ValueError as err:
         raise ReconError(None, str(err)) from None
+    if isinstance(base, SplatTrainConfig) and base.viewer:
+        from recon.options import check_host
+
+        check_host(base.viewer_host, "--viewer-host")
     device = resolve_device(base.device)
     resolved = resolve(base, device_type=device.type)
     return TrainRequest(cfg=resolved, resume=cfg.resume, overwrite=cfg.overwrite)
@@ -136,28 +140,39 @@ def default_run_dir(cfg: TrainConfig) -> Path:
 
 def train(req: TrainRequest) -> int:
     """Train (or resume) a run; print the test-view table."""
-    import numpy as np
-    import torch
-
     import scenes
-    from recon.report import print_metrics
-    from reconstruct.loop import Interrupted, LoopState, checkpoint_payload, restore_state, train_loop
     from reconstruct.run import Run, resolve_device
-    from reconstruct.training import build_method, finish
+    from scenes.load import check_images_decode
 
     cfg = req.cfg
     assert cfg.scene is not None, "a resolved config names its scene"
     device = resolve_device(cfg.device)
     scene = scenes.load_scene(cfg.scene, views=cfg.views, downscale=cfg.data.downscale, resolution=cfg.data.resolution,
                               test_every=cfg.data.test_every)
+    check_images_decode(scene, [*scene.train_ids, *scene.test_ids])
     if req.resume is not None:
         run = Run.open(req.resume)
+    else:
+        run = Run.create(cfg.output.out or default_run_dir(cfg), overwrite=req.overwrite)
+    with run.lock("train"):
+        return _train_locked(run, req, scene, device)
+
+
+def _train_locked(run, req: TrainRequest, scene, device) -> int:
+    import numpy as np
+    import torch
+
+    from recon.report import print_metrics
+    from reconstruct.loop import Interrupted, LoopState, checkpoint_payload, restore_state, train_loop
+    from reconstruct.training import build_method, finish
+
+    cfg = req.cfg
+    if req.resume is not None:
         run.sweep()
         payload = run.checkpoint()
         if cfg != run.config:
             run.save_config(cfg)
     else:
-        run = Run.create(cfg.output.out or default_run_dir(cfg), overwrite=req.overwrite)
         run.save_config(cfg)
         payload = None
     torch.manual_seed(cfg.seed)
@@ -168,7 +183,11 @@ def train(req: TrainRequest) -> int:
 
         attach_masks(method, final_step=cfg.iters - 1)
     if payload is not None:
-        state = restore_state(method, payload)
+        try:
+            state = restore_state(method, payload)
+        except (KeyError, ValueError, RuntimeError, TypeError, AttributeError, IndexError) as err:
+            raise ReconError(run.checkpoint_path, f"checkpoint does not match the run ({type(err).__name__}: "
+                                                  f"{str(err).splitlines()[0][:120] if str(err) else ''})") from None
     else:
         record = getattr(method, "init_record", None)
         state = LoopState(history=[{"step": 0, **record}] if record else [])

@@ -312,7 +312,7 @@ def validate(cfg: TrainConfig) -> None:
             obj = getattr(obj, part)
         if obj is None:
             continue
-        if (lo is not None and obj < lo) or (hi is not None and obj > hi):
+        if not ((lo is None or obj >= lo) and (hi is None or obj <= hi)):  # NaN fails both
             rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
             raise ValueError(f"{flag} {obj} is out of range (must be {rng})")
     if isinstance(cfg, SplatTrainConfig) and cfg.init.kind == "ply" and cfg.init.ply is None:
