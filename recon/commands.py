@@ -55,6 +55,7 @@ class EvalCommand:
 
         run = Run.open(self.run_dir)
         with run.lock("eval"):
+            run.sweep()
             return self._run(run)
 
     def _run(self, run) -> int:
@@ -248,7 +249,9 @@ class ExportCommand:
         from reconstruct.run import Run
 
         if Run.is_run(self.run_dir):
-            with Run(self.run_dir).lock("export"):
+            run = Run(self.run_dir)
+            with run.lock("export"):
+                run.sweep()
                 return self._export(fmt)
         return self._export(fmt)
 

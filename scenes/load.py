@@ -124,19 +124,10 @@ def load_scene(
     return scene
 
 
-MIN_IMAGE_SIZE = 8
-"""Smallest image side a scene may have (the rasterizer's tiles and the metrics need a few pixels)."""
-
-
 def check_scene(scene: SceneData, where: Path) -> None:
     """Refuse, in one line naming ``where``, cameras that no method can use: non-finite or singular
-    poses, rotations that are not proper (det +1, orthonormal), non-positive focal lengths, and
-    images smaller than MIN_IMAGE_SIZE pixels."""
+    poses, rotations that are not proper (det +1, orthonormal) and non-positive focal lengths."""
     import numpy as np
-
-    if min(scene.width, scene.height) < MIN_IMAGE_SIZE:
-        raise ReconError(where, f"images are {scene.width}x{scene.height} pixels; at least {MIN_IMAGE_SIZE}x"
-                                f"{MIN_IMAGE_SIZE} are needed")
     T = np.asarray(scene.T_world_cam, dtype=np.float64)
     K = np.asarray(scene.Ks, dtype=np.float64)
     for i in range(len(T)):
