@@ -140,6 +140,9 @@ class LossConfig:
 
     ssim_lambda: float = 0.2
     """Weight of the D-SSIM term."""
+    fused_ssim: bool = True
+    """D-SSIM through the backend's fused kernel (forward and backward in one pass) where it has one
+    (the CPU kernel); the same value as the torch version."""
 
 
 @dataclass

@@ -13,10 +13,11 @@ The same class runs training (``build_splat_method``) and the compression fine-t
 
 from __future__ import annotations
 
+import contextlib
 import math
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Protocol
+from typing import Any, Callable, ContextManager, Literal, Protocol
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ import torch
 from reconstruct import gaussians as G
 from reconstruct.config import DensifyConfig, LossConfig, OptimConfig
 from reconstruct.method import NonFiniteError, StepOutput
-from reconstruct.metrics import dssim_loss
+from reconstruct.raster import dssim_loss
 from reconstruct.splats import Splats
 from scenes.types import SceneData
 
@@ -212,6 +213,9 @@ class SplatMethod:
         """[P, 3] points triangulated from the training views (the SfM depth prior's targets)."""
         self.init_record: dict = {}
         """How the Gaussians were initialized (kind, points), as history shows it."""
+        self.timer: Callable[[str], ContextManager] = _untimed
+        """``timer(phase)`` wraps each phase of a step (render, loss, priors, backward, optimizer,
+        strategies); the train benchmark sets it to measure where a step's time goes."""
 
     def _view(self, frame: int) -> ViewBatch:
         s, d = self.scene, self.device
@@ -262,32 +266,40 @@ class SplatMethod:
         view = self.view_for_step(step)
         self._set_position_lr(step)
         ctx = self.context(step, view)
+        timer = self.timer
         needs_depth = any(r.needs_depth for r in self.regularizers)
-        renders, _, info = ctx.render(view.T_world_cam, view.K, mode="RGB+ED" if needs_depth else "RGB")
-        rgb = renders[0, ..., :3]
-        l1 = (rgb - view.image).abs().mean()
-        loss = (1 - cfg.ssim_lambda) * l1 + cfg.ssim_lambda * dssim_loss(rgb, view.image)
+        with timer("render"):
+            renders, _, info = ctx.render(view.T_world_cam, view.K, mode="RGB+ED" if needs_depth else "RGB")
+            rgb = renders[0, ..., :3]
+        with timer("loss"):
+            l1 = (rgb - view.image).abs().mean()
+            loss = (1 - cfg.ssim_lambda) * l1 + cfg.ssim_lambda * dssim_loss(rgb, view.image, fused=cfg.fused_ssim)
         terms = {}
-        for reg in self.regularizers:
-            term = reg.loss(ctx, renders)
-            if term is not None:
-                terms[reg.name] = float(term.detach())
-                loss = loss + term
-        for strategy, state in zip(model.strategies, model.states):
-            strategy.step_pre_backward(model, state, step, info)
-        loss.backward()
-        grads = [p.grad for p in model.params.values() if p.grad is not None]
-        if not (bool(torch.isfinite(loss)) and _all_finite(grads)):
-            raise NonFiniteError(f"non-finite loss or gradient at step {step}")
-        for opt in model.optimizers.values():
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        if not _all_finite(list(model.params.values())):
-            raise NonFiniteError(f"non-finite parameters after step {step}", params_corrupted=True)
-        for fn in self.after_step:
-            fn(ctx)
-        for strategy, state in zip(model.strategies, model.states):
-            strategy.step_post_backward(model, state, step, info)
+        with timer("priors"):
+            for reg in self.regularizers:
+                term = reg.loss(ctx, renders)
+                if term is not None:
+                    terms[reg.name] = float(term.detach())
+                    loss = loss + term
+        with timer("strategies"):
+            for strategy, state in zip(model.strategies, model.states):
+                strategy.step_pre_backward(model, state, step, info)
+        with timer("backward"):
+            loss.backward()
+            grads = [p.grad for p in model.params.values() if p.grad is not None]
+            if not (bool(torch.isfinite(loss)) and _all_finite(grads)):
+                raise NonFiniteError(f"non-finite loss or gradient at step {step}")
+        with timer("optimizer"):
+            for opt in model.optimizers.values():
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            if not _all_finite(list(model.params.values())):
+                raise NonFiniteError(f"non-finite parameters after step {step}", params_corrupted=True)
+            for fn in self.after_step:
+                fn(ctx)
+        with timer("strategies"):
+            for strategy, state in zip(model.strategies, model.states):
+                strategy.step_post_backward(model, state, step, info)
         mse = float(((rgb.detach().clamp(0, 1) - view.image) ** 2).mean())
         return StepOutput(float(loss.detach()), -10 * math.log10(max(mse, 1e-10)), len(model), terms)
 
@@ -334,6 +346,10 @@ class SplatMethod:
         pts = state.get("sfm_points")
         self.sfm_points = None if pts is None else pts.numpy()
         self.init_record = dict(state.get("init", {}))
+
+
+def _untimed(phase: str) -> ContextManager:
+    return contextlib.nullcontext()
 
 
 def _all_finite(tensors: list[torch.Tensor]) -> bool:
