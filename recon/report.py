@@ -158,3 +158,33 @@ def print_info(
         lines.append(("object masks", "yes (metrics are masked)"))
     _print_table(lines)
     return 0
+
+
+def print_batch_table(rows: list[dict], *, title: str, file: TextIO | None = None) -> None:
+    """One line per scene of `recon batch` (what DIR/batch.csv holds, in short)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    def num(value, fmt: str) -> str:
+        return "" if value is None else format(value, fmt)
+
+    compressed = any(r.get("compressed_bytes") is not None for r in rows)
+    exported = any(r.get("export_bytes") is not None for r in rows)
+    table = Table(title=title)
+    for col in ("scene", "status", "PSNR", "SSIM", "Gaussians", ".ply bytes", *(("PSNR comp.", "comp. bytes") if compressed
+                else ()), *(("export bytes",) if exported else ()), "train s", "task s"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        cells = [r["scene"], r["status"], num(r.get("psnr"), ".2f"), num(r.get("ssim"), ".3f"), num(r.get("gaussians"), ","),
+                 num(r.get("ply_bytes"), ",")]
+        if compressed:
+            cells += [num(r.get("psnr_compressed"), ".2f"), num(r.get("compressed_bytes"), ",")]
+        if exported:
+            cells += [num(r.get("export_bytes"), ",")]
+        cells += [num(r.get("train_seconds"), ".1f"), num(r.get("seconds"), ".1f")]
+        table.add_row(*cells)
+    console = Console(file=file or sys.stdout)
+    console.print(table)
+    for r in rows:
+        if r.get("error"):
+            console.print(f"{r['scene']}: {r['error']}", markup=False, highlight=False, soft_wrap=True)
