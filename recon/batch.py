@@ -287,10 +287,9 @@ def run_batch(req: BatchRequest) -> int:
                         job, submitted = pending.pop(ref)
                         try:
                             row = ray.get(ref)
-                        except ray.exceptions.RayError as err:  # the worker died max_retries + 1 times
-                            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+                        except ray.exceptions.RayError as err:
                             row = summarize(job, read_record(job), status="error",
-                                            error=f"{job.run_dir}: the task failed {opts.max_retries + 1} times ({first})")
+                                            error=_task_error(ray, err, job, opts.max_retries))
                         row.update(submitted=submitted, received=time.time())
                         rows[job.name] = row
                         _write_results(out, meta, [rows[j.name] for j in jobs if j.name in rows], t_start)
@@ -316,6 +315,7 @@ def _connect(opts: BatchOptions):
     if opts.address is None:
         start_local_ray(num_cpus=opts.num_cpus)
         return import_ray()
+    _reachable(opts.address)
     ray = import_ray()
     try:
         ray.init(address=opts.address, log_to_driver=False, logging_level=logging.WARNING, namespace="recon-batch")
@@ -323,6 +323,41 @@ def _connect(opts: BatchOptions):
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise ReconError(None, f"--address {opts.address}: cannot join the Ray cluster ({first})") from None
     return ray
+
+
+def _reachable(address: str, timeout: float = 5.0) -> None:
+    """A one-line error now for a HOST:PORT nothing answers on (Ray itself retries for minutes)."""
+    given = address
+    import socket
+    import tempfile
+
+    if address == "auto":  # where ray.init looks: $RAY_ADDRESS, then the last `ray start` on this machine
+        current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        address = os.environ.get("RAY_ADDRESS") or (current.read_text().strip() if current.is_file() else "")
+    if not address or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as err:
+        raise ReconError(None, f"--address {given}: no Ray cluster answers at {address} ({type(err).__name__}: {err}); "
+                               "start one with `ray start --head`") from None
+
+
+def _task_error(ray, err: Exception, job: SceneJob, retries: int) -> str:
+    """One line for a task Ray could not run: its worker kept dying, or it could not start there."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(getattr(err, "cause", None) or err))
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    last = lines[-1][:300] if lines else type(err).__name__
+    died = tuple(getattr(ray.exceptions, n) for n in ("WorkerCrashedError", "NodeDiedError", "OutOfMemoryError")
+                 if hasattr(ray.exceptions, n))
+    if isinstance(err, died):
+        return f"{job.run_dir}: its Ray worker died {retries + 1} times ({last})"
+    if "failed to import on the worker" in text or "ModuleNotFoundError" in text:
+        return f"{job.run_dir}: the task could not start on its worker ({last}; is recon installed on every node?)"
+    return f"{job.run_dir}: the Ray task failed ({last})"
 
 
 def _check_resources(ray, opts: BatchOptions) -> dict:

@@ -57,7 +57,11 @@ def _rows(out: Path) -> dict[str, dict]:
 @pytest.fixture(scope="module")
 def first_batch(ray_local, scenes, tmp_path_factory) -> tuple[Path, int]:
     out = tmp_path_factory.mktemp("batch") / "runs"
-    return out, main(_batch(scenes, out, "--iters", "30"))
+    return out, main(_batch(scenes, out, *FIRST))
+
+
+FIRST = ("--iters", "30", "--steps", "train,eval,compress,export", "--compress.mask-steps", "5",
+         "--compress.quantize-steps", "5", "--compress.color-entries", "64", "--export.format", "spz")
 
 
 def test_scenes_finish_and_a_bad_one_is_reported_without_stopping_the_others(first_batch, capsys):
@@ -70,6 +74,8 @@ def test_scenes_finish_and_a_bad_one_is_reported_without_stopping_the_others(fir
         assert r["status"] == "ok" and r["iters"] == 30 and 5 < r["psnr"] < 60 and 0 < r["ssim"] <= 1, r
         assert r["gaussians"] > 0 and r["ply_bytes"] > 0 and r["error"] is None
         assert (out / name / "metrics.json").is_file() and (out / name / "splats.ply").is_file()
+        assert r["compressed_bytes"] < r["ply_bytes"] and r["psnr_compressed"] > 5 and r["export_format"] == "spz"
+        assert (out / name / "export" / "splats.spz").stat().st_size == r["export_bytes"]
     bad = rows["broken"]
     assert bad["status"] == "error" and "\n" not in bad["error"]
     assert "transforms_train.json" in bad["error"] and "not valid JSON" in bad["error"], bad["error"]
@@ -82,7 +88,7 @@ def test_the_same_command_again_does_no_work(first_batch, scenes):
     out, _ = first_batch
     good = ("scene", "scene-2", "scene-3")
     before = {name: (out / name / "checkpoint.pt").stat().st_mtime_ns for name in good}
-    assert main(_batch(scenes, out, "--iters", "30")) == 1
+    assert main(_batch(scenes, out, *FIRST)) == 1
     rows = _rows(out)
     assert [rows[n]["status"] for n in good] == ["skipped"] * 3  # no task: their results come from the records
     assert all(rows[n]["attempts"] == 1 and rows[n]["psnr"] is not None for n in good)
