@@ -19,9 +19,10 @@ import json
 import logging
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import tyro
 
@@ -240,11 +241,9 @@ def import_ray():
 def run_batch(req: BatchRequest) -> int:
     """Run every scene that is not done; write DIR/batch.json and DIR/batch.csv; print the table.
     Exit code 1 when a scene failed (the others still ran)."""
-    from recon.batch_task import run_scene
-    from recon.report import print_batch_table
-    from scenes.progress import progress
-
     import importlib.util
+
+    from recon.report import print_batch_table
 
     if importlib.util.find_spec("ray") is None:
         raise ReconError(None, INSTALL_HINT)
@@ -252,57 +251,100 @@ def run_batch(req: BatchRequest) -> int:
     jobs = jobs_of(req)
     out = Path(jobs[0].out)
     t_start = time.time()
-    rows: dict[str, dict] = {}
-    todo = []
-    for job in jobs:
-        record = read_record(job)
-        if all_done(job, record):
-            rows[job.name] = summarize(job, record, status="skipped")
-        elif (error := foreign_scene(job, record)) is not None:
-            rows[job.name] = summarize(job, record, status="error", error=error)
-        else:
-            todo.append(job)
-    meta: dict[str, Any] = {"out": str(out), "steps": list(req.steps), "started": t_start, "address": opts.address,
-                            "per_scene_cpus": opts.per_scene_cpus, "per_scene_gpus": opts.per_scene_gpus}
-    log.info("batch: %d scenes, %d to run (%d done)", len(jobs), len(todo), len(jobs) - len(todo))
-    if todo:
-        t0 = time.perf_counter()
-        ray = _connect(opts)
-        started_here = ray is not None
-        ray = ray or import_ray()
-        meta["ray_init_seconds"] = round(time.perf_counter() - t0, 3)
+    with _driver_lock(out):
+        rows: dict[str, dict] = {}
+        todo = []
+        for job in jobs:
+            record = read_record(job)
+            if all_done(job, record):
+                rows[job.name] = summarize(job, record, status="skipped")
+            elif (error := foreign_scene(job, record)) is not None:
+                rows[job.name] = summarize(job, record, status="error", error=error)
+            else:
+                todo.append(job)
+        meta: dict[str, Any] = {"out": str(out), "steps": list(req.steps), "started": t_start, "address": opts.address,
+                                "per_scene_cpus": opts.per_scene_cpus, "per_scene_gpus": opts.per_scene_gpus}
+        log.info("batch: %d scenes, %d to run (%d done)", len(jobs), len(todo), len(jobs) - len(todo))
         try:
-            meta["cluster"] = _check_resources(ray, opts)
-            task = ray.remote(run_scene)
-            pending: dict[Any, tuple[SceneJob, float]] = {}
-            for job in todo:
-                ref = task.options(num_cpus=opts.per_scene_cpus, num_gpus=opts.per_scene_gpus,
-                                   max_retries=opts.max_retries, retry_exceptions=False,
-                                   name=f"recon-batch:{job.name}").remote(job)
-                pending[ref] = (job, time.time())
-            with progress("batch", total=len(jobs), completed=len(jobs) - len(todo)) as bar:
-                while pending:
-                    ready, _ = ray.wait(list(pending), num_returns=1)
-                    for ref in ready:
-                        job, submitted = pending.pop(ref)
-                        try:
-                            row = ray.get(ref)
-                        except ray.exceptions.RayError as err:
-                            row = summarize(job, read_record(job), status="error",
-                                            error=_task_error(ray, err, job, opts.max_retries))
-                        row.update(submitted=submitted, received=time.time())
-                        rows[job.name] = row
-                        _write_results(out, meta, [rows[j.name] for j in jobs if j.name in rows], t_start)
-                        failed = sum(r["status"] == "error" for r in rows.values())
-                        bar.advance(1, f"{job.name} {row['status']}  ({failed} failed)")
+            if todo:
+                _run_tasks(opts, jobs, todo, rows, meta, t_start)
         finally:
             _write_results(out, meta, [rows[j.name] for j in jobs if j.name in rows], t_start)
-            if started_here:
-                ray.shutdown()
     ordered = [rows[j.name] for j in jobs]
-    _write_results(out, meta, ordered, t_start)
     print_batch_table(ordered, title=f"recon batch -> {out} ({time.time() - t_start:.1f} s)")
     return 1 if any(r["status"] == "error" for r in ordered) else 0
+
+
+def _run_tasks(opts: BatchOptions, jobs: list[SceneJob], todo: list[SceneJob], rows: dict[str, dict], meta: dict,
+               t_start: float) -> None:
+    """Submit one Ray task per scene in ``todo``; fill ``rows`` (and rewrite the results) as they end."""
+    from recon.batch_task import run_scene
+    from scenes.progress import progress
+
+    out = Path(jobs[0].out)
+    t0 = time.perf_counter()
+    ray = _connect(opts)
+    started_here = ray is not None
+    ray = ray or import_ray()
+    meta["ray_init_seconds"] = round(time.perf_counter() - t0, 3)
+    try:
+        meta["cluster"] = _check_resources(ray, opts)
+        task = ray.remote(run_scene)
+        pending: dict[Any, tuple[SceneJob, float]] = {}
+        for job in todo:
+            ref = task.options(num_cpus=opts.per_scene_cpus, num_gpus=opts.per_scene_gpus, max_retries=opts.max_retries,
+                               retry_exceptions=False, name=f"recon-batch:{job.name}").remote(job)
+            pending[ref] = (job, time.time())
+        with progress("batch", total=len(jobs), completed=len(jobs) - len(todo)) as bar:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                for ref in ready:
+                    job, submitted = pending.pop(ref)
+                    try:
+                        row = ray.get(ref)
+                    except ray.exceptions.RayError as err:
+                        row = summarize(job, read_record(job), status="error",
+                                        error=_task_error(ray, err, job, opts.max_retries))
+                    row.update(submitted=submitted, received=time.time())
+                    rows[job.name] = row
+                    _write_results(out, meta, [rows[j.name] for j in jobs if j.name in rows], t_start)
+                    failed = sum(r["status"] == "error" for r in rows.values())
+                    bar.advance(1, f"{job.name} {row['status']}  ({failed} failed)")
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+@contextmanager
+def _driver_lock(out: Path) -> Iterator[None]:
+    """One driver per output folder at a time (an flock on DIR/.batch/driver.lock; the kernel
+    drops it when the driver dies, so a crashed batch never blocks the next)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    import socket
+
+    path = out / STATE_DIR / "driver.lock"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(path, "a+", encoding="utf-8")
+    except OSError as err:
+        from scenes.fileio import describe_os_error
+
+        raise ReconError(out, f"cannot create the output folder: {describe_os_error(err)}") from None
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            raise ReconError(out, f"another recon batch is running on this folder ({f.read().strip() or 'unknown'}); "
+                                  "wait for it or use another --out") from None
+        f.truncate(0)
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        f.flush()
+        yield
 
 
 def _connect(opts: BatchOptions):

@@ -106,6 +106,19 @@ def test_bad_options_are_refused_in_one_line_before_any_work(scenes, tmp_path, c
     assert not (tmp_path / "never").exists()
 
 
+def test_a_second_driver_on_the_same_folder_is_refused(scenes, tmp_path, capsys):
+    import fcntl
+
+    lock = tmp_path / "runs" / ".batch" / "driver.lock"
+    lock.parent.mkdir(parents=True)
+    with open(lock, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running driver holds it
+        assert main(["batch", str(scenes[0]), "--out", str(tmp_path / "runs"), "--iters", "2"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "another recon batch is running" in err[-1] and str(tmp_path / "runs") in err[-1]
+    assert not (tmp_path / "runs" / "scene").exists()
+
+
 def test_without_ray_the_command_says_how_to_install_it(scenes, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # find_spec("ray") -> None, as when it is not installed
     assert main(["batch", str(scenes[0]), "--out", str(tmp_path / "runs"), "--iters", "2"]) == 1
