@@ -223,6 +223,11 @@ def machine_cpus() -> int:
 def start_local_ray(*, num_cpus: int | None = None) -> None:
     """Start Ray on this machine for this process: the CPUs given (default: this machine's), no
     dashboard, no usage reporting, every server on 127.0.0.1 (single-node mode)."""
+    import sys
+
+    if "ray" in sys.modules and os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") != "0":
+        log.warning("batch: Ray was imported before it could be told to stay on 127.0.0.1; its servers may listen "
+                    "on every interface")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # read at import: a node address of 127.0.0.1
     ray = import_ray()
