@@ -272,7 +272,7 @@ def run_batch(req: BatchRequest) -> int:
         log.info("batch: %d scenes, %d to run (%d done)", len(jobs), len(todo), len(jobs) - len(todo))
         try:
             if todo:
-                _run_tasks(opts, jobs, todo, rows, meta, t_start)
+                _run_tasks(opts, jobs=jobs, todo=todo, rows=rows, meta=meta, t_start=t_start)
         finally:
             _write_results(out, meta, [rows[j.name] for j in jobs if j.name in rows], t_start)
     ordered = [rows[j.name] for j in jobs]
@@ -280,7 +280,7 @@ def run_batch(req: BatchRequest) -> int:
     return 1 if any(r["status"] == "error" for r in ordered) else 0
 
 
-def _run_tasks(opts: BatchOptions, jobs: list[SceneJob], todo: list[SceneJob], rows: dict[str, dict], meta: dict,
+def _run_tasks(opts: BatchOptions, *, jobs: list[SceneJob], todo: list[SceneJob], rows: dict[str, dict], meta: dict,
                t_start: float) -> None:
     """Submit one Ray task per scene in ``todo``; fill ``rows`` (and rewrite the results) as they end."""
     from recon.batch_task import run_scene

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # recon batch vs the same scenes one after another with recon train, on this machine, in one run.
 # Scenes: data/demo and three copies rendered with other seeds (24 + 8 views, 100 px); 300 steps, 8 views.
-# Also a fixed-overhead probe: one 32 px scene, 1 step, `recon train` vs `recon batch`.
+# Then the batch again one scene at a time (--per-scene-cpus 2: the threads `recon train` uses), which
+# isolates Ray's overhead. Also a fixed-overhead probe: one 32 px scene, 1 step, `recon train` vs `recon batch`.
 # Usage: scripts/measure_batch.sh [WORKDIR] [PYTHON]   (writes WORKDIR/measure.json)
 set -euo pipefail
 W=${1:-/tmp/recon-measure}; PY=${2:-.venv/bin/python}
@@ -32,6 +33,8 @@ echo "\"serial_total\": $(echo "$t1 - $t0" | bc)," >> "$W/measure.json"
 echo "\"load_mid\": \"$(cut -d' ' -f1-3 /proc/loadavg)\"," >> "$W/measure.json"
 a=$(now); $PY -m recon.cli batch "${S[@]}" --out "$W/batch" "${OPTS[@]}" > "$W/batch.log" 2>&1; b=$(now)
 echo "\"batch_total\": $(echo "$b - $a" | bc)," >> "$W/measure.json"
+a=$(now); $PY -m recon.cli batch "${S[@]}" --out "$W/batch2" "${OPTS[@]}" --per-scene-cpus 2 > "$W/batch2.log" 2>&1; b=$(now)
+echo "\"batch_one_at_a_time_total\": $(echo "$b - $a" | bc)," >> "$W/measure.json"
 TINY=(--views 4 --init.kind random --init.n-random 800 --preset vanilla --iters 1)
 a=$(now); $PY -m recon.cli train "$W/scenes/tiny" "${TINY[@]}" --out "$W/probe-train" > "$W/probe-train.log" 2>&1; b=$(now)
 echo "\"probe_train\": $(echo "$b - $a" | bc)," >> "$W/measure.json"
