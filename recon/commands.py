@@ -278,8 +278,26 @@ class TrainHelp:
         return train(parse_train(["--help"]))
 
 
+@dataclass
+class BatchHelp:
+    """Train, evaluate, compress and export many scenes as Ray tasks: `recon batch SCENES... --out DIR`
+    (`recon batch --help` lists every option)."""
+
+    def run(self) -> int:
+        return batch_main(["--help"])
+
+
+def batch_main(args: list[str]) -> int:
+    """`recon batch ARGS`: the steps run these commands, the same ones `recon eval|compress|export` run."""
+    from recon.batch import parse_batch, run_batch
+
+    return run_batch(parse_batch(args, commands={"eval": EvalCommand, "compress": CompressCommand,
+                                                 "export": ExportCommand}))
+
+
 COMMANDS = {
     "train": TrainHelp,
+    "batch": BatchHelp,
     "eval": EvalCommand,
     "view": ViewCommand,
     "compress": CompressCommand,
