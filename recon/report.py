@@ -25,6 +25,8 @@ def print_metrics(result: dict, *, title: str, file: TextIO) -> None:
     console.print(table)
     if result.get("lpips") is None and result.get("lpips_reason"):
         console.print(f"lpips n/a: {result['lpips_reason']}", soft_wrap=True)
+    for warning in result.get("warnings") or []:
+        console.print(f"warning: {warning}; the scores above are not a reconstruction's", soft_wrap=True)
 
 
 def print_compress_report(report: dict, *, json_out: bool) -> None:

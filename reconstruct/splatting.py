@@ -16,14 +16,14 @@ from __future__ import annotations
 import contextlib
 import math
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, ContextManager, Literal, Protocol
 
 import numpy as np
 import torch
 
 from reconstruct import gaussians as G
-from reconstruct.config import DensifyConfig, LossConfig, OptimConfig
+from reconstruct.config import LossConfig, OptimConfig
 from reconstruct.method import NonFiniteError, StepOutput
 from reconstruct.raster import dssim_loss
 from reconstruct.splats import Splats
@@ -95,7 +95,9 @@ class Regularizer(Protocol):
 
 class Strategy(Protocol):
     """Changes the set of Gaussians around backward (densification, mask pruning); its state is an
-    explicit dict the model keeps (and checkpoints)."""
+    explicit dict the model keeps (and checkpoints). A strategy that adds or removes Gaussians in a
+    step says how many under ``state["events"]`` ({"densify_grown": n, ...}); the step reports them
+    and the loop records every step that has any."""
 
     def initialize_state(self, scene_scale: float) -> dict[str, Any]: ...
 
@@ -157,37 +159,6 @@ class GaussianModel:
 
     def splats(self) -> Splats:
         return Splats.from_params({k: self.params[k] for k in PARAM_NAMES})
-
-
-@dataclass
-class Densify:
-    """gsplat's DefaultStrategy (clone / split / prune / opacity reset) with a growth cap: once the
-    model reaches ``max_gaussians`` densification stops for the rest of the run (recorded in the
-    strategy's state as ``capped_at``; 3DGS stops pruning by opacity with it too)."""
-
-    config: DensifyConfig
-    inner: Any = field(init=False)
-
-    def __post_init__(self) -> None:
-        from gsplat.strategy import DefaultStrategy
-
-        d = self.config
-        self.inner = DefaultStrategy(prune_opa=d.prune_opa, grow_grad2d=d.grow_grad2d, refine_start_iter=d.refine_start_iter,
-                                     refine_stop_iter=d.refine_stop_iter, refine_every=d.refine_every,
-                                     reset_every=d.reset_every)
-
-    def initialize_state(self, scene_scale: float) -> dict[str, Any]:
-        return {**self.inner.initialize_state(scene_scale=scene_scale), "capped_at": -1}
-
-    def step_pre_backward(self, model: GaussianModel, state: dict, step: int, info: dict) -> None:
-        self.inner.step_pre_backward(model.params, model.optimizers, state, step, info)
-
-    def step_post_backward(self, model: GaussianModel, state: dict, step: int, info: dict) -> None:
-        if state["capped_at"] >= 0:
-            return
-        self.inner.step_post_backward(model.params, model.optimizers, state, step, info)
-        if len(model) >= self.config.max_gaussians:
-            state["capped_at"] = step
 
 
 class SplatMethod:
@@ -300,8 +271,9 @@ class SplatMethod:
         with timer("strategies"):
             for strategy, state in zip(model.strategies, model.states):
                 strategy.step_post_backward(model, state, step, info)
+        events = {k: v for state in model.states for k, v in state.pop("events", {}).items()}
         mse = float(((rgb.detach().clamp(0, 1) - view.image) ** 2).mean())
-        return StepOutput(float(loss.detach()), -10 * math.log10(max(mse, 1e-10)), len(model), terms)
+        return StepOutput(float(loss.detach()), -10 * math.log10(max(mse, 1e-10)), len(model), terms, events)
 
     def discard_step(self) -> None:
         for opt in self.model.optimizers.values():
