@@ -9,7 +9,7 @@ setup: .venv/.installed
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)          # pinned first: an unpinned torch pulls CUDA wheels
-	$(PY) -m pip install -q -e '.[test,depth,diffusion,mesh]'   # every optional extra, so none of their tests skip
+	$(PY) -m pip install -q -e '.[test,depth,diffusion,mesh,cluster]'   # every optional extra, so none of their tests skip
 	bash scripts/system_deps.sh               # chromium (browser tests), splat-transform (export tests)
 	touch $@
 

@@ -82,6 +82,8 @@ def resolve_source(target: Path, source: str = "auto") -> tuple[Splats, str, Run
     run = Run(target)
     if not Run.is_run(target) and not run.has_splats():
         raise ReconError(target, "not a run folder (no config nor splats) nor a compressed artifact")
+    if Run.is_run(target):
+        run.config  # noqa: B018 - an unreadable config.json is refused here, before anything is written
     if source == "compressed" or (source == "auto" and _is_artifact(run.compressed_dir)):
         from pruning.artifact import load_artifact
 
@@ -183,7 +185,10 @@ def export_splats(target: Path, *, format: Format = "compressed-ply", out: Path 
     elif not run.has_splats():
         report.psnr_note = "run has no trained splats to compare against"
     else:
-        result = measure_psnr(run, back, max_views=max_views, progress=progress)
+        try:
+            result = measure_psnr(run, back, max_views=max_views, progress=progress)
+        except ReconError as err:  # the run's scene moved: the file is written, only the comparison is skipped
+            result = {"psnr_note": f"not measured: {err}"}
         for key, value in result.items():
             setattr(report, key, value)
     return report

@@ -171,7 +171,10 @@ class MaskStrategy:
         final = self.final_step is not None and step == self.final_step
         if not final and (step < self.prune_start or step > self.prune_stop or step % self.prune_every != 0):
             return
-        state["n_removed"] = int(state.get("n_removed", 0)) + self.prune(model)
+        removed = self.prune(model)
+        state["n_removed"] = int(state.get("n_removed", 0)) + removed
+        if removed:
+            state["events"] = {"mask_removed": removed}
 
     @torch.no_grad()
     def prune(self, model: Any) -> int:

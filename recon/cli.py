@@ -26,6 +26,10 @@ def main(argv: list[str] | None = None) -> int:
         from recon.train import parse_train, train
 
         return guard(lambda: train(parse_train(args[1:])), debug)
+    if args and args[0] == "batch":  # its train / --compress.X / --export.X options pass through to those steps
+        from recon.commands import batch_main
+
+        return guard(lambda: batch_main(args[1:]), debug)
     from recon.commands import COMMANDS
     from recon.options import parse_or_exit
 

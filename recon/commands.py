@@ -13,6 +13,7 @@ from typing import Literal
 import tyro
 
 from recon.bench import BenchCommand
+from recon.options import check_host
 
 
 @dataclass
@@ -50,10 +51,17 @@ class EvalCommand:
     ply_bytes is then the artifact's size."""
 
     def run(self) -> int:
-        from recon.report import print_metrics
-        from reconstruct.run import Run, resolve_device
+        from reconstruct.run import Run
 
         run = Run.open(self.run_dir)
+        with run.lock("eval"):
+            run.sweep()
+            return self._run(run)
+
+    def _run(self, run) -> int:
+        from recon.report import print_metrics
+        from reconstruct.run import resolve_device
+
         scene = run.scene()
         device = resolve_device(run.config.device if run.config.device != "cuda" else "auto")
         out_dir = run.results_dir(compressed=self.compressed)
@@ -138,6 +146,7 @@ class ViewCommand:
 
         if not 0 <= self.port <= 65535:
             raise ReconError(None, f"--port {self.port} is out of range (0..65535; 0 = any free port)")
+        check_host(self.host, "--host")
         target = load_target(self.target)  # bad input fails here, before a server starts
         for note in target.notes:
             print(f"recon view: {note}")
@@ -218,8 +227,9 @@ class CompressCommand:
             admm_table_shrink=self.admm_table_shrink,
         )
         run = Run.open(self.run_dir)
-        run.sweep()
-        report = compress_run(run, cfg, admm=self.admm, auto=none)
+        with run.lock("compress"):
+            run.sweep()
+            report = compress_run(run, cfg, admm=self.admm, auto=none)
         print_compress_report(report, json_out=self.json)
         return 0
 
@@ -255,11 +265,22 @@ class ExportCommand:
 
             print(export_nerf(Run.open(self.run_dir), self.format, self.out))
             return 0
-        from pruning.export import export_splats
         from pruning.formats import Format
-        from recon.report import print_export_report
 
         fmt = typing.cast(Format, self.format)
+        from reconstruct.run import Run
+
+        if Run.is_run(self.run_dir):
+            run = Run(self.run_dir)
+            with run.lock("export"):
+                run.sweep()
+                return self._export(fmt)
+        return self._export(fmt)
+
+    def _export(self, fmt) -> int:
+        from pruning.export import export_splats
+        from recon.report import print_export_report
+
         report = export_splats(
             self.run_dir, format=fmt, out=self.out, sh_degree=self.sh_degree, source=self.source,
             evaluate=self.evaluate, max_views=self.eval_views, progress=not self.json, spz_version=self.spz_version,
@@ -279,8 +300,26 @@ class TrainHelp:
         return train(parse_train(["--help"]))
 
 
+@dataclass
+class BatchHelp:
+    """Train, evaluate, compress and export many scenes as Ray tasks: `recon batch SCENES... --out DIR`
+    (`recon batch --help` lists every option)."""
+
+    def run(self) -> int:
+        return batch_main(["--help"])
+
+
+def batch_main(args: list[str]) -> int:
+    """`recon batch ARGS`: the steps run these commands, the same ones `recon eval|compress|export` run."""
+    from recon.batch import parse_batch, run_batch
+
+    return run_batch(parse_batch(args, commands={"eval": EvalCommand, "compress": CompressCommand,
+                                                 "export": ExportCommand}))
+
+
 COMMANDS = {
     "train": TrainHelp,
+    "batch": BatchHelp,
     "eval": EvalCommand,
     "view": ViewCommand,
     "compress": CompressCommand,

@@ -79,3 +79,18 @@ def given_flags(args: list[str]) -> list[str]:
 
 def describe(value: Any) -> str:
     return str(value) if not isinstance(value, str) else repr(value)
+
+
+def check_host(host: str, flag: str) -> None:
+    """An address to bind must be an IP literal or localhost (no name lookups: the viewer is local
+    unless told otherwise, and a name that does not resolve would hang the bind)."""
+    import ipaddress
+
+    from scenes.errors import ReconError
+
+    if host == "localhost":
+        return
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ReconError(None, f"{flag} {host!r} is not an IP address (use 127.0.0.1, 0.0.0.0 or ::1)") from None

@@ -30,6 +30,8 @@ def print_metrics(result: dict, *, title: str, file: TextIO) -> None:
     console.print(table)
     if result.get("lpips") is None and result.get("lpips_reason"):
         console.print(f"lpips n/a: {result['lpips_reason']}", soft_wrap=True)
+    for warning in result.get("warnings") or []:
+        console.print(f"warning: {warning}; the scores above are not a reconstruction's", soft_wrap=True)
 
 
 def print_compress_report(report: dict, *, json_out: bool) -> None:
@@ -166,3 +168,39 @@ def print_info(
         lines.append(("object masks", "yes (metrics are masked)"))
     _print_table(lines)
     return 0
+
+
+def print_batch_table(rows: list[dict], *, title: str, file: TextIO | None = None) -> None:
+    """One line per scene of `recon batch` (what DIR/batch.csv holds, in short); errors below it."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    def num(value, fmt: str) -> str:
+        return "" if value is None else format(value, fmt)
+
+    def size(value) -> str:
+        return "" if value is None else (f"{value / 1e6:.1f} MB" if value >= 1e6 else f"{value / 1e3:.0f} kB")
+
+    compressed = any(r.get("compressed_bytes") is not None for r in rows)
+    exported = any(r.get("export_bytes") is not None for r in rows)
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("scene", overflow="fold")
+    for col in ("status", "PSNR", "SSIM", "Gaussians", ".ply", *(("PSNR c.", "compr.") if compressed else ()),
+                *(("export",) if exported else ()), "train s", "task s"):
+        table.add_column(col, no_wrap=True, justify="left" if col == "status" else "right")
+    for r in rows:
+        cells = [r["scene"], r["status"], num(r.get("psnr"), ".2f"), num(r.get("ssim"), ".3f"), num(r.get("gaussians"), ","),
+                 size(r.get("ply_bytes"))]
+        if compressed:
+            cells += [num(r.get("psnr_compressed"), ".2f"), size(r.get("compressed_bytes"))]
+        if exported:
+            cells += [size(r.get("export_bytes"))]
+        cells += [num(r.get("train_seconds"), ".1f"), num(r.get("seconds"), ".1f")]
+        table.add_row(*cells)
+    out = file or sys.stdout
+    console = Console(file=out, width=None if out.isatty() else 132)  # a file or a pipe is not 80 columns wide
+    console.print(table)
+    for r in rows:
+        if r.get("error"):
+            console.print(f"{r['scene']}: {r['error']}", markup=False, highlight=False, soft_wrap=True)

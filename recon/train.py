@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconstruct.config import METHODS, CONTROL_FIELDS, TrainConfig, changed_fields, flag_of, set_field
+from reconstruct.config import CONTROL_FIELDS, METHODS, SplatTrainConfig, TrainConfig, changed_fields, flag_of, set_field
 from scenes.errors import ReconError
 
 RESUME_MAY_CHANGE = ("iters", "device", "output.checkpoint_every", "output.log_every", "output.eval_at_end",
@@ -118,6 +118,10 @@ def resolve_request(cfg: TrainConfig) -> TrainRequest:
         validate(base)
     except ValueError as err:
         raise ReconError(None, str(err)) from None
+    if isinstance(base, SplatTrainConfig) and base.viewer:
+        from recon.options import check_host
+
+        check_host(base.viewer_host, "--viewer-host")
     device = resolve_device(base.device)
     from reconstruct.poses import count_photos, is_photo_folder
 
@@ -145,33 +149,54 @@ def default_run_dir(cfg: TrainConfig) -> Path:
 
 def train(req: TrainRequest) -> int:
     """Train (or resume) a run; print the test-view table."""
+    from reconstruct.poses import estimated, training_scene
+    from reconstruct.run import Run, resolve_device
+    from scenes.load import check_images_decode
+
+    cfg = req.cfg
+    assert cfg.scene is not None, "a resolved config names its scene"
+    device = resolve_device(cfg.device)
+    scene = None
+    if not estimated(cfg):  # a posed scene is read and checked before any run folder exists
+        scene = training_scene(cfg, workdir=Path(cfg.output.out or default_run_dir(cfg)))  # no SfM: writes nothing
+        check_images_decode(scene, [*scene.train_ids, *scene.test_ids])
+    if req.resume is not None:
+        run = Run.open(req.resume)
+    else:
+        run = Run.create(cfg.output.out or default_run_dir(cfg), overwrite=req.overwrite)
+    with run.lock("train"):
+        return _train_locked(run, req, scene, device)
+
+
+def _train_locked(run, req: TrainRequest, scene, device) -> int:
+    """The run under its lock. ``scene`` is None for estimated poses: SfM runs (or its poses.json is
+    reused) into the run folder here, and a refusal removes what this command created."""
     import numpy as np
     import torch
 
     from recon.report import print_metrics
     from reconstruct.loop import Interrupted, LoopState, checkpoint_payload, restore_state, train_loop
     from reconstruct.poses import training_scene
-    from reconstruct.run import Run, resolve_device
     from reconstruct.training import build_method, finish
+    from scenes.load import check_images_decode
 
     cfg = req.cfg
-    assert cfg.scene is not None, "a resolved config names its scene"
-    device = resolve_device(cfg.device)
     if req.resume is not None:
-        run = Run.open(req.resume)
         run.sweep()
-        scene = training_scene(cfg, workdir=run.root)  # the run's poses.json, when it has one, is reused
+        if scene is None:
+            scene = training_scene(cfg, workdir=run.root)  # the run's poses.json is reused
         payload = run.checkpoint()
         if cfg != run.config:
             run.save_config(cfg)
     else:
-        run = Run.create(cfg.output.out or default_run_dir(cfg), overwrite=req.overwrite)
-        try:  # pose estimation can refuse the photos: then nothing half-written stays behind
-            scene = training_scene(cfg, workdir=run.root)
-            run.save_config(cfg)
-        except BaseException:
-            run.discard()
-            raise
+        if scene is None:
+            try:  # pose estimation can refuse the photos: then nothing half-written stays behind
+                scene = training_scene(cfg, workdir=run.root)
+                check_images_decode(scene, [*scene.train_ids, *scene.test_ids])
+            except BaseException:
+                run.discard()
+                raise
+        run.save_config(cfg)
         payload = None
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -181,7 +206,11 @@ def train(req: TrainRequest) -> int:
 
         attach_masks(method, final_step=cfg.iters - 1)
     if payload is not None:
-        state = restore_state(method, payload)
+        try:
+            state = restore_state(method, payload)
+        except (KeyError, ValueError, RuntimeError, TypeError, AttributeError, IndexError) as err:
+            raise ReconError(run.checkpoint_path, f"checkpoint does not match the run ({type(err).__name__}: "
+                                                  f"{str(err).splitlines()[0][:120] if str(err) else ''})") from None
     else:
         record = getattr(method, "init_record", None)
         state = LoopState(history=[{"step": 0, **record}] if record else [])

@@ -140,6 +140,9 @@ class LossConfig:
 
     ssim_lambda: float = 0.2
     """Weight of the D-SSIM term."""
+    fused_ssim: bool = True
+    """D-SSIM through the backend's fused kernel (forward and backward in one pass) where it has one
+    (the CPU kernel); the same value as the torch version."""
 
 
 @dataclass
@@ -364,7 +367,7 @@ def validate(cfg: TrainConfig) -> None:
             obj = getattr(obj, part)
         if obj is None:
             continue
-        if (lo is not None and obj < lo) or (hi is not None and obj > hi):
+        if not ((lo is None or obj >= lo) and (hi is None or obj <= hi)):  # NaN fails both
             rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
             raise ValueError(f"{flag} {obj} is out of range (must be {rng})")
     if isinstance(cfg, SplatTrainConfig) and cfg.init.kind == "ply" and cfg.init.ply is None:

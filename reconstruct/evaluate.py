@@ -77,7 +77,8 @@ def evaluate_views(
         rgb, depth = render_fn(frame)
         seconds += time.perf_counter() - t0
         gt = torch.as_tensor(scene.image(frame))
-        entry = {"frame": frame, "psnr": psnr(rgb, gt), "ssim": ssim(rgb, gt)}
+        entry = {"frame": frame, "psnr": psnr(rgb, gt), "ssim": ssim(rgb, gt), "render_std": float(rgb.std()),
+                 "gt_std": float(gt.std())}
         if lp is not None and lp.model is not None:
             entry["lpips"] = float(lp.model(rgb, gt))
         scores.append(entry)

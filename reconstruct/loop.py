@@ -135,9 +135,9 @@ def train_loop(method: Method, state: LoopState, *, until: int, label: str = "tr
             bad = 0
             state.seconds += time.perf_counter() - t0
             state.step += 1
-            if (state.step - 1) % log_every == 0 or state.step == until:
+            if (state.step - 1) % log_every == 0 or state.step == until or out.events:
                 state.history.append({"step": state.step - 1, "loss": out.loss, "psnr": out.psnr, "n": out.count,
-                                      **out.terms})
+                                      **out.terms, **out.events})
             if checkpoint_every and state.step % checkpoint_every == 0 and state.step < until:
                 last_good = method.state_dict()
                 if save is not None:

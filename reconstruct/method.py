@@ -28,6 +28,9 @@ class StepOutput:
     """Gaussians (splats) or parameters (NeRF) after the step."""
     terms: dict[str, float] = field(default_factory=dict)
     """Named extra loss terms and diagnostics."""
+    events: dict[str, int] = field(default_factory=dict)
+    """Gaussians added or removed in this step, by mechanism (densify_split, densify_pruned,
+    mask_removed, ...); the loop records every step that has events."""
 
 
 class NonFiniteError(RuntimeError):

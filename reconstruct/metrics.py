@@ -32,6 +32,9 @@ def ssim_map(img: torch.Tensor, ref: torch.Tensor, *, window: int = 11, sigma: f
     """Per-pixel SSIM of [H, W, 3] images (valid region, [H-10, W-10, 3] for the 11x11 window)."""
     assert img.shape == ref.shape and img.ndim == 3, (img.shape, ref.shape)
     c1, c2 = 0.01**2, 0.03**2
+    side = min(img.shape[0], img.shape[1])
+    if side < window:  # images smaller than the window: the largest odd window that fits
+        window = max(1, side - 1 + side % 2)
     g = _gaussian_window(window, sigma, torch.float64).to(img.device)
     x = img.clamp(0, 1).permute(2, 0, 1)[:, None].double()  # [3, 1, H, W]
     y = ref.permute(2, 0, 1)[:, None].double()

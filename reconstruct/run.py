@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
 import shutil
 from contextlib import contextmanager
@@ -58,6 +59,7 @@ class Run:
     EXPORT = "export"
     REPORT = "report.json"
     SALIENCY = "saliency.pt"
+    LOCK = ".lock"
     POSES = POSES_FILE
     SFM = MODEL_DIR
     SFM_POINTS = POINTS_FILE
@@ -90,6 +92,9 @@ class Run:
             if root.is_dir() and any(root.iterdir()):
                 if not overwrite:
                     raise ReconError(root, "output folder exists; pass --overwrite to replace it or --resume to continue")
+                holder = cls(root).lock_holder()
+                if holder is not None:
+                    raise ReconError(root, f"in use by another recon process ({holder}); not replacing it")
                 for child in root.iterdir():  # estimated poses stay (reused when the images match)
                     if child.name in cls.POSE_FILES:
                         continue
@@ -124,6 +129,56 @@ class Run:
         if not run.config_path.is_file():
             raise ReconError(run.root, f"not a run folder ({cls.CONFIG} missing)")
         return run
+
+    @contextmanager
+    def lock(self, what: str) -> Iterator[None]:
+        """Hold the run folder's exclusive lock while writing it; a second writer is refused in one
+        line. The lock is an flock on RUN/.lock (with the owner's pid in it), so the lock of a process
+        that died is released by the system and the next writer takes it over."""
+        import fcntl
+
+        path = self.root / self.LOCK
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as err:
+            from scenes.fileio import describe_os_error
+
+            raise ReconError(self.root, f"cannot lock the run folder: {describe_os_error(err)}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ReconError(self.root, f"in use by another recon process ({self.lock_holder() or 'unknown'}); "
+                                        "wait for it to finish or stop it") from None
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()}, {what}\n".encode())
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def lock_holder(self) -> str | None:
+        """Who holds the run folder's lock now ("pid N, train"), or None when nobody does."""
+        import fcntl
+
+        path = self.root / self.LOCK
+        if not path.is_file():
+            return None
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return path.read_text().strip() or "unknown"
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
 
     @staticmethod
     def is_run(path: str | Path) -> bool:
@@ -255,10 +310,14 @@ class Run:
         self._checkpoint = None
 
     def train_seconds(self) -> float | None:
-        """Training wall time recorded in the checkpoint (None without one)."""
+        """Training wall time recorded in the checkpoint (None without a readable one: evaluating
+        a run does not need its checkpoint)."""
         if not self.has_checkpoint():
             return None
-        return float(self.checkpoint()["seconds"])
+        try:
+            return float(self.checkpoint()["seconds"])
+        except ReconError:
+            return None
 
     # ------------------------------------------------------------------ scene and outputs
     def scene(self):

@@ -13,19 +13,20 @@ The same class runs training (``build_splat_method``) and the compression fine-t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import zlib
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Literal, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Literal, Protocol
 
 import numpy as np
 import torch
 
 from reconstruct import gaussians as G
-from reconstruct.config import DensifyConfig, LossConfig, OptimConfig
+from reconstruct.config import LossConfig, OptimConfig
 from reconstruct.method import NonFiniteError, StepOutput
-from reconstruct.metrics import dssim_loss
+from reconstruct.raster import dssim_loss
 from reconstruct.splats import Splats
 from scenes.types import SceneData
 
@@ -98,7 +99,9 @@ class Regularizer(Protocol):
 
 class Strategy(Protocol):
     """Changes the set of Gaussians around backward (densification, mask pruning); its state is an
-    explicit dict the model keeps (and checkpoints)."""
+    explicit dict the model keeps (and checkpoints). A strategy that adds or removes Gaussians in a
+    step says how many under ``state["events"]`` ({"densify_grown": n, ...}); the step reports them
+    and the loop records every step that has any."""
 
     def initialize_state(self, scene_scale: float) -> dict[str, Any]: ...
 
@@ -162,37 +165,6 @@ class GaussianModel:
         return Splats.from_params({k: self.params[k] for k in PARAM_NAMES})
 
 
-@dataclass
-class Densify:
-    """gsplat's DefaultStrategy (clone / split / prune / opacity reset) with a growth cap: once the
-    model reaches ``max_gaussians`` densification stops for the rest of the run (recorded in the
-    strategy's state as ``capped_at``; 3DGS stops pruning by opacity with it too)."""
-
-    config: DensifyConfig
-    inner: Any = field(init=False)
-
-    def __post_init__(self) -> None:
-        from gsplat.strategy import DefaultStrategy
-
-        d = self.config
-        self.inner = DefaultStrategy(prune_opa=d.prune_opa, grow_grad2d=d.grow_grad2d, refine_start_iter=d.refine_start_iter,
-                                     refine_stop_iter=d.refine_stop_iter, refine_every=d.refine_every,
-                                     reset_every=d.reset_every)
-
-    def initialize_state(self, scene_scale: float) -> dict[str, Any]:
-        return {**self.inner.initialize_state(scene_scale=scene_scale), "capped_at": -1}
-
-    def step_pre_backward(self, model: GaussianModel, state: dict, step: int, info: dict) -> None:
-        self.inner.step_pre_backward(model.params, model.optimizers, state, step, info)
-
-    def step_post_backward(self, model: GaussianModel, state: dict, step: int, info: dict) -> None:
-        if state["capped_at"] >= 0:
-            return
-        self.inner.step_post_backward(model.params, model.optimizers, state, step, info)
-        if len(model) >= self.config.max_gaussians:
-            state["capped_at"] = step
-
-
 class SplatMethod:
     """Training (or fine-tuning) state of one set of Gaussians on one scene; see the module docstring."""
 
@@ -216,6 +188,9 @@ class SplatMethod:
         """[P, 3] points triangulated from the training views (the SfM depth prior's targets)."""
         self.init_record: dict = {}
         """How the Gaussians were initialized (kind, points), as history shows it."""
+        self.timer: Callable[[str], ContextManager] = _untimed
+        """``timer(phase)`` wraps each phase of a step (render, loss, priors, backward, optimizer,
+        strategies); the train benchmark sets it to measure where a step's time goes."""
         self.cameras: CameraRefinement | None = None
         """Per-training-view SE(3) corrections (reconstruct.cameras); None = the cameras are fixed."""
         self._view_index = {frame: k for k, frame in enumerate(self.train_ids)}
@@ -285,38 +260,47 @@ class SplatMethod:
         view = self.view_for_step(step)
         self._set_position_lr(step)
         ctx = self.context(step, view)
+        timer = self.timer
         needs_depth = any(r.needs_depth for r in self.regularizers)
-        renders, _, info = ctx.render(view.T_world_cam, view.K, mode="RGB+ED" if needs_depth else "RGB")
-        rgb = renders[0, ..., :3]
-        l1 = (rgb - view.image).abs().mean()
-        loss = (1 - cfg.ssim_lambda) * l1 + cfg.ssim_lambda * dssim_loss(rgb, view.image)
+        with timer("render"):
+            renders, _, info = ctx.render(view.T_world_cam, view.K, mode="RGB+ED" if needs_depth else "RGB")
+            rgb = renders[0, ..., :3]
+        with timer("loss"):
+            l1 = (rgb - view.image).abs().mean()
+            loss = (1 - cfg.ssim_lambda) * l1 + cfg.ssim_lambda * dssim_loss(rgb, view.image, fused=cfg.fused_ssim)
         terms = {}
-        for reg in self.regularizers:
-            term = reg.loss(ctx, renders)
-            if term is not None:
-                terms[reg.name] = float(term.detach())
-                loss = loss + term
-        for strategy, state in zip(model.strategies, model.states):
-            strategy.step_pre_backward(model, state, step, info)
-        loss.backward()
-        grads = [p.grad for p in model.params.values() if p.grad is not None]
-        if self.cameras is not None:
-            grads += self.cameras.grads()
-        if not (bool(torch.isfinite(loss)) and _all_finite(grads)):
-            raise NonFiniteError(f"non-finite loss or gradient at step {step}")
-        for opt in model.optimizers.values():
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        if self.cameras is not None:
-            self.cameras.step(step)
-        if not _all_finite(list(model.params.values())):
-            raise NonFiniteError(f"non-finite parameters after step {step}", params_corrupted=True)
-        for fn in self.after_step:
-            fn(ctx)
-        for strategy, state in zip(model.strategies, model.states):
-            strategy.step_post_backward(model, state, step, info)
+        with timer("priors"):
+            for reg in self.regularizers:
+                term = reg.loss(ctx, renders)
+                if term is not None:
+                    terms[reg.name] = float(term.detach())
+                    loss = loss + term
+        with timer("strategies"):
+            for strategy, state in zip(model.strategies, model.states):
+                strategy.step_pre_backward(model, state, step, info)
+        with timer("backward"):
+            loss.backward()
+            grads = [p.grad for p in model.params.values() if p.grad is not None]
+            if self.cameras is not None:
+                grads += self.cameras.grads()
+            if not (bool(torch.isfinite(loss)) and _all_finite(grads)):
+                raise NonFiniteError(f"non-finite loss or gradient at step {step}")
+        with timer("optimizer"):
+            for opt in model.optimizers.values():
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            if self.cameras is not None:
+                self.cameras.step(step)
+            if not _all_finite(list(model.params.values())):
+                raise NonFiniteError(f"non-finite parameters after step {step}", params_corrupted=True)
+            for fn in self.after_step:
+                fn(ctx)
+        with timer("strategies"):
+            for strategy, state in zip(model.strategies, model.states):
+                strategy.step_post_backward(model, state, step, info)
+        events = {k: v for state in model.states for k, v in state.pop("events", {}).items()}
         mse = float(((rgb.detach().clamp(0, 1) - view.image) ** 2).mean())
-        return StepOutput(float(loss.detach()), -10 * math.log10(max(mse, 1e-10)), len(model), terms)
+        return StepOutput(float(loss.detach()), -10 * math.log10(max(mse, 1e-10)), len(model), terms, events)
 
     def discard_step(self) -> None:
         for opt in self.model.optimizers.values():
@@ -370,6 +354,10 @@ class SplatMethod:
             raise ValueError("checkpoint and run disagree on camera refinement (--cameras.enabled)")
         if self.cameras is not None and cams is not None:
             self.cameras.load_state_dict(cams)
+
+
+def _untimed(phase: str) -> ContextManager:
+    return contextlib.nullcontext()
 
 
 def _all_finite(tensors: list[torch.Tensor]) -> bool:

@@ -9,6 +9,7 @@ The CLI composes these with what lives above this package (learnable masks, the 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,8 @@ from reconstruct.loop import LoopState
 from reconstruct.method import Method
 from reconstruct.run import Run
 from scenes.types import SceneData
+
+log = logging.getLogger(__name__)
 
 
 def build_method(cfg: TrainConfig, scene: SceneData, device: torch.device, *, cache_dir: Path | None,
@@ -32,7 +35,8 @@ def build_method(cfg: TrainConfig, scene: SceneData, device: torch.device, *, ca
     assert isinstance(cfg, SplatTrainConfig)
     from reconstruct.init import initialize
     from reconstruct.priors import attach_priors
-    from reconstruct.splatting import Densify, GaussianModel, SplatMethod, model_from_points
+    from reconstruct.densify import Densify
+    from reconstruct.splatting import GaussianModel, SplatMethod, model_from_points
 
     from reconstruct.poses import estimated
 
@@ -108,5 +112,36 @@ def finish(run: Run, method: Method, state: LoopState, *, evaluate: bool = True)
         with torch.no_grad():
             result = evaluate_views(method.render_view, method.scene, out_dir=run.root)  # type: ignore[attr-defined]
     result.update(method=method.name, train_seconds=state.seconds, iters=state.step, **summary(method), **extra)
+    result["warnings"] = health_warnings(state, result)
+    for warning in result["warnings"]:
+        log.warning("%s: %s", run.root, warning)
     run.write_metrics(result)
     return result
+
+
+COLLAPSE_FLOOR = 1_000
+"""A splat run that ends below this many Gaussians, and below a tenth of what it started with, collapsed."""
+
+
+def health_warnings(state: LoopState, result: dict) -> list[str]:
+    """What says a run did not really reconstruct, whatever its PSNR: the Gaussian count collapsed
+    (and which mechanism removed them), or the test renders are flat (no structure where the photos
+    have it)."""
+    warnings = []
+    start = next((h.get("n_points") for h in state.history if "n_points" in h), None)
+    final = result.get("n_gaussians")
+    if start and final is not None and final < COLLAPSE_FLOOR and final < 0.1 * start:
+        removed: dict[str, int] = {}
+        for h in state.history:
+            for key in ("densify_pruned", "mask_removed"):
+                removed[key] = removed.get(key, 0) + int(h.get(key, 0))
+        worst = max(removed, key=lambda k: removed[k]) if any(removed.values()) else "unknown"
+        warnings.append(f"Gaussian count collapsed: {start:,} at the start, {final:,} at the end "
+                        f"(removed by {worst}: {removed.get(worst, 0):,})")
+    views = result.get("per_view") or []
+    if views:
+        render = float(np.mean([v["render_std"] for v in views]))
+        photo = float(np.mean([v["gt_std"] for v in views]))
+        if photo > 0.02 and render < 0.25 * photo:
+            warnings.append(f"test renders are flat (pixel std {render:.3f} against {photo:.3f} in the photos)")
+    return warnings

@@ -99,23 +99,53 @@ def load_scene(
     if fmt == "blender":
         from scenes.blender import read_blender
 
-        return read_blender(path, **kwargs)
-    if fmt == "dtu":
+        scene = read_blender(path, **kwargs)
+    elif fmt == "dtu":
         from scenes.dtu import read_dtu
 
-        return read_dtu(path, **kwargs)
-    if fmt == "photos":
+        scene = read_dtu(path, **kwargs)
+    elif fmt == "photos":
         raise ReconError(
             path, "holds photos without camera poses; estimate them first (scenes.sfm.estimate_poses, then load_estimated_scene)"
         )
-    if fmt == "llff":
+    elif fmt == "llff":
         from scenes.llff import read_llff
 
-        return read_llff(path, **kwargs)
-    if fmt == "nerfstudio":
+        scene = read_llff(path, **kwargs)
+    elif fmt == "nerfstudio":
         from scenes.nerfstudio import read_nerfstudio
 
-        return read_nerfstudio(path, json_path=json_path, **kwargs)
-    from scenes.colmap import read_colmap
+        scene = read_nerfstudio(path, json_path=json_path, **kwargs)
+    else:
+        from scenes.colmap import read_colmap
 
-    return read_colmap(path, **kwargs)
+        scene = read_colmap(path, **kwargs)
+    check_scene(scene, json_path or path)
+    return scene
+
+
+def check_scene(scene: SceneData, where: Path) -> None:
+    """Refuse, in one line naming ``where``, cameras that no method can use: non-finite or singular
+    poses, rotations that are not proper (det +1, orthonormal) and non-positive focal lengths."""
+    import numpy as np
+    T = np.asarray(scene.T_world_cam, dtype=np.float64)
+    K = np.asarray(scene.Ks, dtype=np.float64)
+    for i in range(len(T)):
+        if not (np.isfinite(T[i]).all() and np.isfinite(K[i]).all()):
+            raise ReconError(where, f"frame {i}: camera pose or intrinsics have non-finite values")
+        R = T[i, :3, :3]
+        if abs(np.linalg.det(R) - 1.0) > 1e-3 or np.abs(R.T @ R - np.eye(3)).max() > 1e-3:
+            raise ReconError(where, f"frame {i}: camera rotation is not a proper rotation (singular, scaled or mirrored pose "
+                                    f"matrix, det {np.linalg.det(R):.3g})")
+        if K[i, 0, 0] <= 0 or K[i, 1, 1] <= 0:
+            raise ReconError(where, f"frame {i}: focal length must be positive (fx {K[i, 0, 0]:.3g}, fy {K[i, 1, 1]:.3g})")
+
+
+def check_images_decode(scene: SceneData, ids: list[int] | tuple[int, ...]) -> None:
+    """Decode every image of frames ``ids`` once (nothing is kept), so a truncated or corrupt file is
+    refused before training starts rather than when it is first used."""
+    from scenes.images import decode
+
+    for i in ids:
+        if i < len(scene.image_paths) and str(scene.image_paths[i]):
+            decode(scene.image_paths[i], scene.background)

@@ -259,3 +259,23 @@ def test_compress_then_eval_compressed_through_the_cli(trained_run, tmp_path, ca
     assert (run / "compressed" / "metrics.json").is_file()
     # The run's own metrics are left alone.
     assert json.loads((run / "metrics.json").read_text())["n_gaussians"] == report["n_before"]
+
+
+def test_history_says_which_mechanism_added_or_removed_gaussians(trained_run):
+    history = torch.load(trained_run / "checkpoint.pt", weights_only=True)["history"]
+    refine = [h for h in history if "densify_pruned" in h]
+    assert refine and all({"densify_duplicated", "densify_split"} <= set(h) for h in refine)
+    assert [h["step"] for h in refine] == [s for s in range(11, 60) if s % 10 == 0]
+
+
+def test_collapsed_or_flat_runs_say_so_instead_of_only_a_psnr():
+    from reconstruct.loop import LoopState
+    from reconstruct.training import health_warnings
+
+    state = LoopState(history=[{"step": 0, "init": "dense", "n_points": 20_000},
+                               {"step": 100, "densify_pruned": 15_000}, {"step": 200, "densify_pruned": 4_800}])
+    flat = [{"render_std": 0.01, "gt_std": 0.2}] * 3
+    warnings = health_warnings(state, {"n_gaussians": 151, "per_view": flat})
+    assert len(warnings) == 2 and "collapsed" in warnings[0] and "densify_pruned: 19,800" in warnings[0]
+    assert "flat" in warnings[1]
+    assert health_warnings(state, {"n_gaussians": 18_000, "per_view": [{"render_std": 0.2, "gt_std": 0.2}]}) == []

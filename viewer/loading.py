@@ -106,6 +106,8 @@ def load_target(path: Path) -> ViewTarget:
         return ViewTarget(path=path, splats=read_splat_file(path))
     notes: list[str] = []
     run = Run(path)
+    if Run.is_run(path):
+        run.config  # noqa: B018 - a run folder whose config.json is unreadable is refused, not shown half
     splats = run.splats() if run.has_splats() else None
     nerf = splats is None and Run.is_run(path) and run.method == "nerf"
     if splats is None and not nerf:

@@ -211,6 +211,34 @@ class PosesBench:
         return run_bench(self)
 
 
+@dataclass
+class TrainBench:
+    """The whole training step broken down by phase (fern 3 views 504x378, lego 8 views 400x400),
+    each variant continuing from the same warmed-up state."""
+
+    scenes: tuple[str, ...] = ("fern", "lego")
+    """Which of fern / lego (from ../shared/data; the demo scene when absent)."""
+    preset: str = "vanilla"
+    """Preset of the measured runs (vanilla, sparse)."""
+    warmup: int = 300
+    """Steps trained before timing (compilation, densification settling)."""
+    steps: int = 40
+    """Timed steps per variant."""
+    variants: tuple[str, ...] = ("torch-ssim", "fused-ssim")
+    """Step variants: D-SSIM in torch, or the fused numba kernel."""
+    threads: int | None = None
+    """torch and numba threads (None = their defaults)."""
+    out: Path = Path("outputs/bench")
+    """Where train_step.json goes."""
+    json: bool = False
+    """Print one JSON object instead of tables."""
+
+    def run(self) -> int:
+        from recon.bench.train import run_bench
+
+        return run_bench(self)
+
+
 BenchCommand = Union[
     Annotated[RasterBench, tyro.conf.subcommand("raster")],
     Annotated[QualityBench, tyro.conf.subcommand("quality")],
@@ -219,6 +247,7 @@ BenchCommand = Union[
     Annotated[CompressBench, tyro.conf.subcommand("compress")],
     Annotated[BrowserBench, tyro.conf.subcommand("browser")],
     Annotated[LiveBench, tyro.conf.subcommand("live")],
+    Annotated[TrainBench, tyro.conf.subcommand("train")],
     Annotated[PosesBench, tyro.conf.subcommand("poses")],
 ]
 """`recon bench WHAT [options]`."""

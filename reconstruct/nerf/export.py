@@ -101,10 +101,11 @@ def tsdf_mesh(field, grid, scene, *, resolution: int = 192, n_samples: int = 128
         depth = depth_t.numpy().astype(np.float32)
         if space.kind == "contract":
             depth[depth > scene.far] = 0.0  # keep the measured foreground only
-        # open3d's stubs (some installs) accept only its Buffer protocol type; numpy arrays are buffers
+        # open3d's stubs accept a Buffer; numpy arrays are buffers, which the stubs do not say
         color = o3d.geometry.Image(np.ascontiguousarray((rgb.numpy() * 255).round().astype(np.uint8)))  # type: ignore[call-overload]
+        depth_image = o3d.geometry.Image(np.ascontiguousarray(depth))  # type: ignore[call-overload]
         rgbd = o3d.geometry.RGBDImage.create_from_color_and_depth(
-            color, o3d.geometry.Image(np.ascontiguousarray(depth)), depth_scale=1.0,  # type: ignore[call-overload]
+            color, depth_image, depth_scale=1.0,
             depth_trunc=float(scene.far) * 2, convert_rgb_to_intensity=False)
         K = np.asarray(scene.Ks[frame])
         intr = o3d.camera.PinholeCameraIntrinsic(scene.width, scene.height, K[0, 0], K[1, 1], K[0, 2], K[1, 2])
@@ -138,7 +139,7 @@ def export_nerf(run: Run, format: str, out: Path | None = None, *, resolution: i
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "mesh.ply"
-        if not o3d.io.write_triangle_mesh(str(path), mesh):  # type: ignore[arg-type]
+        if not o3d.io.write_triangle_mesh(path, mesh):
             raise ReconError(out, "open3d could not write the mesh")
         atomic_write_bytes(out, path.read_bytes())
     return out

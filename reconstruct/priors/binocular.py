@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from reconstruct.metrics import dssim_loss
+from reconstruct.raster import dssim_loss
 from reconstruct.priors.config import BinocularConfig
 
 

@@ -38,12 +38,15 @@ class GaussianDropout:
     def __init__(self, cfg: DropoutConfig, seed: int) -> None:
         self.cfg, self.seed = cfg, seed
         self.calls = 0  # several renders in one step (pseudo / binocular views) get different masks
+        self._step = -1
 
     def __call__(self, gs: Activated, ctx: "StepContext") -> Activated:
         step = ctx.step
         rate = dropout_rate(self.cfg, step)
         if rate <= 0.0:
             return gs
+        if step != self._step:  # the k-th render of a step gets the same mask on every run (and resume)
+            self._step, self.calls = step, 0
         self.calls += 1
         mask = dropout_mask(len(gs.opacities), rate, seed=self.seed + 7919 * self.calls, step=step,
                             device=gs.opacities.device)

@@ -34,9 +34,23 @@ __all__ = [
     "T_MIN",
     "EPS2D",
     "TILE_SIZE",
+    "dssim_loss",
     "rasterize",
     "resolve_backend",
 ]
+
+
+def dssim_loss(img: Tensor, ref: Tensor, *, fused: bool = True) -> Tensor:
+    """Differentiable 1 - SSIM of [H, W, 3] images (11x11 Gaussian window, zero padding): the
+    fused numba kernel with its own backward on CPU (``fused``), the batched torch blur elsewhere.
+    Both compute the same value (tests/test_raster_ssim.py)."""
+    if fused and img.device.type == "cpu":
+        from reconstruct.raster.ssim_numba import dssim_loss_numba
+
+        return dssim_loss_numba(img, ref)
+    from reconstruct.metrics import dssim_loss as torch_dssim
+
+    return torch_dssim(img, ref)
 
 
 def resolve_backend(device: torch.device, backend: Backend = "auto") -> str:
