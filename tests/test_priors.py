@@ -93,11 +93,12 @@ def test_presets_vanilla_all_off_sparse_on_and_flags_override():
     for name in sp.priors.names():
         assert getattr(sp.priors, name).enabled == (name in SPARSE_PRIORS), name
     assert sp.init.kind == "dense"
-    cfg = parse_train(["s", "--views", "3", "--priors.dropout.enabled", "False", "--priors.binocular.weight", "0.7",
+    demo = str(Path(__file__).resolve().parents[1] / "data" / "demo")
+    cfg = parse_train([demo, "--views", "3", "--priors.dropout.enabled", "False", "--priors.binocular.weight", "0.7",
                        "--priors.mono-depth.enabled", "True", "--priors.mono-depth.model", "/x/y"]).cfg
     assert cfg.preset == "sparse" and not cfg.priors.dropout.enabled and cfg.priors.binocular.weight == 0.7
     assert cfg.priors.mono_depth.enabled and cfg.priors.mono_depth.model == "/x/y"
-    cfg = parse_train(["s", "--views", "30"]).cfg
+    cfg = parse_train([demo, "--views", "30"]).cfg
     assert cfg.preset == "vanilla" and not cfg.priors.binocular.enabled and cfg.init.kind == "sfm"
 
 
