@@ -27,6 +27,7 @@ import math
 import torch
 
 from reconstruct.config import CameraRefineConfig
+from reconstruct.method import state_to_cpu
 
 
 def se3_exp(xi: torch.Tensor) -> torch.Tensor:
@@ -111,7 +112,7 @@ class CameraRefinement:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
-        return {"xi": self.xi.detach().cpu().clone(), "optimizer": _cpu(self.optimizer.state_dict())}
+        return {"xi": self.xi.detach().cpu().clone(), "optimizer": state_to_cpu(self.optimizer.state_dict())}
 
     def load_state_dict(self, state: dict) -> None:
         xi = state["xi"]
@@ -151,13 +152,3 @@ def refine_camera(render, T_world_cam: torch.Tensor, target: torch.Tensor, *, st
             break
         refine.step(k)
     return best, losses
-
-
-def _cpu(state):
-    if torch.is_tensor(state):
-        return state.detach().cpu()
-    if isinstance(state, dict):
-        return {k: _cpu(v) for k, v in state.items()}
-    if isinstance(state, (list, tuple)):
-        return type(state)(_cpu(v) for v in state)
-    return state

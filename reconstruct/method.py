@@ -10,7 +10,7 @@ attached, a NerfMethod behind a saliency gate).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -31,6 +31,17 @@ class StepOutput:
     events: dict[str, int] = field(default_factory=dict)
     """Gaussians added or removed in this step, by mechanism (densify_split, densify_pruned,
     mask_removed, ...); the loop records every step that has events."""
+
+
+def state_to_cpu(state: Any) -> Any:
+    """A (nested) state of tensors, dicts, lists and plain data with every tensor detached on the CPU."""
+    if torch.is_tensor(state):
+        return state.detach().cpu()
+    if isinstance(state, dict):
+        return {k: state_to_cpu(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(state_to_cpu(v) for v in state)
+    return state
 
 
 class NonFiniteError(RuntimeError):

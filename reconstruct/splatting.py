@@ -25,7 +25,7 @@ import torch
 
 from reconstruct import gaussians as G
 from reconstruct.config import LossConfig, OptimConfig
-from reconstruct.method import NonFiniteError, StepOutput
+from reconstruct.method import NonFiniteError, StepOutput, state_to_cpu
 from reconstruct.raster import dssim_loss
 from reconstruct.splats import Splats
 from scenes.types import SceneData
@@ -325,8 +325,8 @@ class SplatMethod:
         return {
             "params": {k: v.detach().cpu().clone() for k, v in m.params.items()},
             "frozen": [k for k, v in m.params.items() if not v.requires_grad],
-            "optimizers": {k: _cpu(o.state_dict()) for k, o in m.optimizers.items()},
-            "strategy_states": [_cpu(s) for s in m.states],
+            "optimizers": {k: state_to_cpu(o.state_dict()) for k, o in m.optimizers.items()},
+            "strategy_states": [state_to_cpu(s) for s in m.states],
             "sfm_points": None if self.sfm_points is None else torch.as_tensor(self.sfm_points, dtype=torch.float64),
             "init": dict(self.init_record),
             "cameras": None if self.cameras is None else self.cameras.state_dict(),
@@ -365,16 +365,6 @@ def _all_finite(tensors: list[torch.Tensor]) -> bool:
     if not tensors:
         return True
     return bool(torch.isfinite(torch.stack([t.sum() for t in tensors]).sum()))
-
-
-def _cpu(state: Any) -> Any:
-    if torch.is_tensor(state):
-        return state.detach().cpu()
-    if isinstance(state, dict):
-        return {k: _cpu(v) for k, v in state.items()}
-    if isinstance(state, (list, tuple)):
-        return type(state)(_cpu(v) for v in state)
-    return state
 
 
 # ---------------------------------------------------------------------------------- builders
