@@ -60,6 +60,9 @@ class CompressConfig:
     """Show progress bars (on stderr)."""
     export_compressed_ply: bool = True
     """Also write RUN/compressed/splats.compressed.ply from the decoded artifact."""
+    export_sog: bool = True
+    """Also write RUN/compressed/scene.sog (PlayCanvas SOG v2) from the decoded artifact, read it back
+    with our reader and score it on the test views (what a SOG player shows)."""
     admm_steps: int = 500
     """ADMM fine-tuning steps (NeRF runs)."""
     admm_table_shrink: int = 2
@@ -169,6 +172,16 @@ def compress_splats(splats, scene, out_dir: Path, cfg: CompressConfig, *, optim=
 
         path = write_splats(out_dir / "splats.compressed.ply", decoded, format="compressed-ply")
         report["compressed_ply_bytes"] = path.stat().st_size
+    report["sog_bytes"] = None
+    if cfg.export_sog:
+        from pruning.formats import read_splats, write_splats
+
+        t0 = time.perf_counter()
+        path = write_splats(out_dir / "scene.sog", decoded, format="sog")
+        timings["sog_seconds"] = time.perf_counter() - t0
+        sog = _score(read_splats(path), scene, device)
+        report.update(sog_bytes=path.stat().st_size, sog_bytes_per_splat=path.stat().st_size / max(len(decoded), 1),
+                      psnr_sog=sog["psnr"], ssim_sog=sog["ssim"])
     timings["total_seconds"] = time.perf_counter() - t_start
     report.update(timings=timings, history=history, config=json.loads(json.dumps(dataclasses.asdict(cfg), default=str)))
     return report

@@ -83,6 +83,12 @@ def test_codebooks_shrink_artifact_and_decode_close(tmp_path):
     assert np.array_equal(gt.means, _gt_splats(300, seed=1).means)
     assert set(JSON_KEYS) - {"ply_bytes"} <= set(report)
     json.dumps(report)  # the report is plain JSON
+    # scene.sog is written from the decoded artifact and read back by our reader: a player shows about the same
+    from pruning.formats import read_splats
+
+    sog = read_splats(tmp_path / "q" / "scene.sog")
+    assert len(sog) == len(load_artifact(tmp_path / "q")) and report["sog_bytes"] == (tmp_path / "q" / "scene.sog").stat().st_size
+    assert report["psnr_sog"] > report["psnr_after"] - 3.0, (report["psnr_sog"], report["psnr_after"])
 
 
 def test_morton_order_is_a_permutation_that_groups_neighbours():
