@@ -16,7 +16,7 @@ from pathlib import Path
 from reconstruct.config import CONTROL_FIELDS, METHODS, SplatTrainConfig, TrainConfig, changed_fields, flag_of, set_field
 from scenes.errors import ReconError
 
-RESUME_MAY_CHANGE = ("iters", "device", "output.checkpoint_every", "output.log_every", "output.eval_at_end",
+RESUME_MAY_CHANGE = ("iters", "device", "output.checkpoint_every", "output.log_every", "output.eval_at_end", "output.eval_every",
                      "viewer", "viewer_host", "viewer_port")
 """Options ``--resume`` accepts with a new value (everything else must match the run)."""
 
@@ -215,7 +215,11 @@ def _train_locked(run, req: TrainRequest, scene, device) -> int:
         record = getattr(method, "init_record", None)
         state = LoopState(history=[{"step": 0, **record}] if record else [])
         run.save_checkpoint(checkpoint_payload(method, state))
-    hooks = []
+    hooks: list = []
+    if cfg.output.eval_every > 0 and scene.test_ids:
+        from reconstruct.training import TestCurveHook
+
+        hooks.append(TestCurveHook(every=cfg.output.eval_every))
     if cfg.method == "splat" and cfg.viewer:  # type: ignore[union-attr]
         from viewer.live import LiveViewerHook
 

@@ -157,6 +157,9 @@ class OutputConfig:
     """Record loss/PSNR for the curves every this many steps."""
     eval_at_end: bool = True
     """Render and score the test views when training ends."""
+    eval_every: int = 0
+    """Also score the test views every this many steps, for the test-PSNR curve in curves.png
+    (0 = only at the end; each evaluation renders every test view once)."""
 
 
 @dataclass
@@ -330,6 +333,7 @@ CHECKS: tuple[tuple[str, str, float | None, float | None], ...] = (
     ("data.test_every", "--data.test-every", 1, None),
     ("output.checkpoint_every", "--output.checkpoint-every", 1, None),
     ("output.log_every", "--output.log-every", 1, None),
+    ("output.eval_every", "--output.eval-every", 0, None),
     ("optim.sh_degree", "--optim.sh-degree", 0, 3),
     ("optim.sh_degree_interval", "--optim.sh-degree-interval", 1, None),
     ("init.n_random", "--init.n-random", 1, None),

@@ -145,12 +145,13 @@ def plot_curves(history: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    evals = [h for h in history if h.get("test_psnr") is not None]
+    history = [h for h in history if "loss" in h]
     steps = [h["step"] for h in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
     a.plot(steps, [h["loss"] for h in history])
     a.set(xlabel="step", ylabel="loss", yscale="log", title="training loss")
     b.plot(steps, [h["psnr"] for h in history], label="train view")
-    evals = [h for h in history if h.get("test_psnr") is not None]
     if evals:
         b.plot([h["step"] for h in evals], [h["test_psnr"] for h in evals], "o-", label="test views")
     b.set(xlabel="step", ylabel="PSNR (dB)", title="PSNR")

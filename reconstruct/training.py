@@ -76,6 +76,28 @@ def frozen_gaussians(method):
     return G.activate(params)
 
 
+class TestCurveHook:
+    """Scores the test views every ``every`` steps and adds {step, test_psnr, test_ssim} to the
+    history (the test-PSNR curve of curves.png). It only renders: the method and its random streams
+    are untouched, so a run with the hook trains exactly as one without."""
+
+    def __init__(self, *, every: int) -> None:
+        assert every > 0, every
+        self.every = every
+
+    def on_step(self, method: Method, state: LoopState, out) -> None:
+        if state.step % self.every:
+            return
+        from reconstruct.evaluate import evaluate_views
+
+        with torch.no_grad():
+            r = evaluate_views(method.render_view, method.scene, with_lpips=False)
+        state.history.append({"step": state.step - 1, "test_psnr": r["psnr"], "test_ssim": r["ssim"]})
+
+    def on_end(self, method: Method, state: LoopState) -> None:
+        pass
+
+
 def summary(method: Method) -> dict:
     """What a run's metrics report about the model."""
     from reconstruct.splatting import SplatMethod
@@ -96,10 +118,10 @@ def finish(run: Run, method: Method, state: LoopState, *, evaluate: bool = True)
         run.write_splats(method.model.splats())
         extra["ply_bytes"] = run.splats_path.stat().st_size
     run.write_json(run.history_path, state.history)
-    rows = [h for h in state.history if "loss" in h]
-    if rows:
-        plot_curves(rows, run.curves_path)
+    trained = any("loss" in h for h in state.history)
     if not evaluate:
+        if trained:
+            plot_curves(state.history, run.curves_path)
         return None
     from reconstruct.poses import estimated
 
@@ -111,6 +133,9 @@ def finish(run: Run, method: Method, state: LoopState, *, evaluate: bool = True)
     else:
         with torch.no_grad():
             result = evaluate_views(method.render_view, method.scene, out_dir=run.root)  # type: ignore[attr-defined]
+    if trained:
+        final = [{"step": state.step - 1, "test_psnr": result["psnr"]}] if result.get("psnr") is not None else []
+        plot_curves([*state.history, *final], run.curves_path)
     result.update(method=method.name, train_seconds=state.seconds, iters=state.step, **summary(method), **extra)
     result["warnings"] = health_warnings(state, result)
     for warning in result["warnings"]:

@@ -4,6 +4,7 @@ SIGKILL, refusal to overwrite, the non-finite guard, and `recon eval`."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -279,3 +280,17 @@ def test_collapsed_or_flat_runs_say_so_instead_of_only_a_psnr():
     assert len(warnings) == 2 and "collapsed" in warnings[0] and "densify_pruned: 19,800" in warnings[0]
     assert "flat" in warnings[1]
     assert health_warnings(state, {"n_gaussians": 18_000, "per_view": [{"render_std": 0.2, "gt_std": 0.2}]}) == []
+
+
+def test_eval_every_adds_a_test_psnr_curve_without_changing_training(tiny_scene, tmp_path):
+    runs = {}
+    for every in (0, 10):
+        out = tmp_path / f"every{every}"
+        assert main(["train", str(tiny_scene), *FAST, "--iters", "30", "--output.eval-every", str(every),
+                     "--out", str(out)]) == 0
+        runs[every] = torch.load(out / "checkpoint.pt", weights_only=True)
+    curve = [h for h in runs[10]["history"] if "test_psnr" in h]
+    assert [h["step"] for h in curve] == [9, 19, 29] and all(math.isfinite(h["test_psnr"]) for h in curve)
+    for k, v in runs[0]["state"]["params"].items():  # scoring renders only: the same model either way
+        assert torch.equal(v, runs[10]["state"]["params"][k]), k
+    assert (tmp_path / "every10" / "curves.png").stat().st_size > 5000
