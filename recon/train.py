@@ -13,7 +13,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconstruct.config import CONTROL_FIELDS, METHODS, SplatTrainConfig, TrainConfig, changed_fields, flag_of, set_field
+from reconstruct.config import (CONTROL_FIELDS, METHODS, SplatTrainConfig, TrainConfig, changed_fields, flag_of, get_field,
+                                set_field)
 from scenes.errors import ReconError
 
 RESUME_MAY_CHANGE = ("iters", "device", "output.checkpoint_every", "output.log_every", "output.eval_at_end", "output.eval_every",
@@ -97,7 +98,7 @@ def resolve_request(cfg: TrainConfig) -> TrainRequest:
         if base.method != cfg.method:
             raise ReconError(cfg.resume, f"is a {base.method} run; resume it with `recon train --resume {cfg.resume}`")
         for key, value in given.items():
-            old = _get(base, key)
+            old = get_field(base, key)
             if key == "scene" and value is not None and Path(value).resolve() == Path(old).resolve():
                 continue
             if key not in RESUME_MAY_CHANGE and value != old:
@@ -131,12 +132,6 @@ def resolve_request(cfg: TrainConfig) -> TrainRequest:
         raise ReconError(base.scene, f"holds photos without camera poses; --poses {resolved.poses} needs a posed "
                                      "dataset (leave --poses out, or --poses estimate)")
     return TrainRequest(cfg=resolved, resume=cfg.resume, overwrite=cfg.overwrite)
-
-
-def _get(cfg, dotted: str):
-    for part in dotted.split("."):
-        cfg = getattr(cfg, part)
-    return cfg
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
@@ -200,7 +195,8 @@ def _train_locked(run, req: TrainRequest, scene, device) -> int:
         payload = None
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    method = build_method(cfg, scene, device, cache_dir=run.priors_dir, fresh=payload is None)
+    method = build_method(cfg, scene, device, cache_dir=run.priors_dir,
+                          resume_state=None if payload is None else payload["state"])
     if cfg.method == "splat" and cfg.masks:  # type: ignore[union-attr]
         from pruning.masks import attach_masks
 

@@ -363,12 +363,7 @@ CHECKS: tuple[tuple[str, str, float | None, float | None], ...] = (
 def validate(cfg: TrainConfig) -> None:
     """Raise ValueError naming the flag for any out-of-range value (checked before any work)."""
     for dotted, flag, lo, hi in CHECKS:
-        obj: Any = cfg
-        for part in dotted.split("."):
-            if not hasattr(obj, part):
-                obj = None
-                break
-            obj = getattr(obj, part)
+        obj = get_field(cfg, dotted)
         if obj is None:
             continue
         if not ((lo is None or obj >= lo) and (hi is None or obj <= hi)):  # NaN fails both
@@ -481,6 +476,15 @@ def changed_fields(cfg: Any, base: Any, prefix: str = "") -> dict[str, tuple[Any
         elif a != b:
             out[f"{prefix}{f.name}"] = (a, b)
     return out
+
+
+def get_field(cfg: Any, dotted: str) -> Any:
+    """The value of a dotted field, None when the config has no such field."""
+    for part in dotted.split("."):
+        if not hasattr(cfg, part):
+            return None
+        cfg = getattr(cfg, part)
+    return cfg
 
 
 def set_field(cfg: Any, dotted: str, value: Any) -> Any:

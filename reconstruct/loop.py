@@ -91,11 +91,13 @@ Saver = Callable[[dict], None]
 """Writes a checkpoint payload {step, seconds, history, rng, state}."""
 
 
-def checkpoint_payload(method: Method, state: LoopState) -> dict:
+def checkpoint_payload(method: Method, state: LoopState, method_state: dict | None = None) -> dict:
+    """What a checkpoint holds; ``method_state``: ``method.state_dict()`` when the caller has it already."""
     from reconstruct.run import rng_state
 
     return {"step": state.step, "seconds": state.seconds, "history": list(state.history),
-            "failed_steps": list(state.failed_steps), "rng": rng_state(), "state": method.state_dict()}
+            "failed_steps": list(state.failed_steps), "rng": rng_state(),
+            "state": method.state_dict() if method_state is None else method_state}
 
 
 def restore_state(method: Method, payload: dict) -> LoopState:
@@ -141,7 +143,7 @@ def train_loop(method: Method, state: LoopState, *, until: int, label: str = "tr
             if checkpoint_every and state.step % checkpoint_every == 0 and state.step < until:
                 last_good = method.state_dict()
                 if save is not None:
-                    save(checkpoint_payload(method, state))
+                    save(checkpoint_payload(method, state, last_good))
             for hook in hooks:
                 hook.on_step(method, state, out)
             if state.step % 10 == 0 or state.step == until:

@@ -25,9 +25,11 @@ log = logging.getLogger(__name__)
 
 
 def build_method(cfg: TrainConfig, scene: SceneData, device: torch.device, *, cache_dir: Path | None,
-                 fresh: bool = True) -> Method:
-    """The method of ``cfg`` (resolved) on ``scene``. ``fresh``: initialize the model (SfM, dense,
-    random or a .ply); otherwise build a placeholder that a checkpoint state will replace."""
+                 resume_state: dict | None = None) -> Method:
+    """The method of ``cfg`` (resolved) on ``scene``: the model initialized (SfM, dense, random or a
+    .ply), or, with ``resume_state`` (a checkpoint's method state, loaded next by the caller), a
+    placeholder whose priors take the checkpoint's SfM points instead of triangulating again."""
+    fresh = resume_state is None
     if isinstance(cfg, NerfTrainConfig):
         from reconstruct.nerf.method import NerfMethod
 
@@ -56,6 +58,8 @@ def build_method(cfg: TrainConfig, scene: SceneData, device: torch.device, *, ca
     if init is not None:
         method.sfm_points = init.sfm_points
         method.init_record = init.record()
+    elif resume_state is not None and resume_state.get("sfm_points") is not None:
+        method.sfm_points = resume_state["sfm_points"].numpy()
     if cfg.cameras.enabled:
         from reconstruct.cameras import CameraRefinement
 

@@ -80,7 +80,7 @@ def measure(entry: dict, *, preset: str, warmup: int, steps: int, variants: tupl
     for variant in variants:
         loss = dataclasses.replace(cfg.loss, fused_ssim=variant == "fused-ssim")
         run = build_method(dataclasses.replace(cfg, loss=loss), scene, torch.device("cpu"),
-                           cache_dir=Path("outputs/bench/train-cache"), fresh=False)
+                           cache_dir=Path("outputs/bench/train-cache"), resume_state=base)
         assert isinstance(run, SplatMethod)
         run.load_state_dict(copy.deepcopy(base))
         timer = PhaseTimer()
