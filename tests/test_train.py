@@ -294,3 +294,17 @@ def test_eval_every_adds_a_test_psnr_curve_without_changing_training(tiny_scene,
     for k, v in runs[0]["state"]["params"].items():  # scoring renders only: the same model either way
         assert torch.equal(v, runs[10]["state"]["params"][k]), k
     assert (tmp_path / "every10" / "curves.png").stat().st_size > 5000
+
+
+def test_bench_train_times_every_phase_of_both_variants_from_one_state(tmp_path, monkeypatch):
+    from recon.bench.common import demo_scene
+    from recon.bench.train import PHASES, measure
+
+    monkeypatch.chdir(tmp_path)  # the bench's prior cache goes under outputs/
+    entry = {"name": "demo", "scene": demo_scene(), "views": 8, "resolution": 48}
+    r = measure(entry, preset="vanilla", warmup=3, steps=2, variants=("torch-ssim", "fused-ssim"))
+    a, b = r["variants"]["torch-ssim"], r["variants"]["fused-ssim"]
+    assert a["gaussians"] == b["gaussians"] == r["gaussians_after_warmup"]
+    for v in (a, b):
+        assert set(v["phase_ms"]) == set(PHASES) and v["phase_ms"]["render"] > 0 and v["phase_ms"]["backward"] > 0
+        assert v["steps_per_s"] > 0 and v["cpu_s_per_step"] > 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Union
+from typing import Annotated, Literal, Union
 
 import tyro
 
@@ -218,13 +218,13 @@ class TrainBench:
 
     scenes: tuple[str, ...] = ("fern", "lego")
     """Which of fern / lego (from ../shared/data; the demo scene when absent)."""
-    preset: str = "vanilla"
-    """Preset of the measured runs (vanilla, sparse)."""
+    preset: Literal["vanilla", "sparse"] = "vanilla"
+    """Preset of the measured runs."""
     warmup: int = 300
     """Steps trained before timing (compilation, densification settling)."""
     steps: int = 40
     """Timed steps per variant."""
-    variants: tuple[str, ...] = ("torch-ssim", "fused-ssim")
+    variants: tuple[Literal["torch-ssim", "fused-ssim"], ...] = ("torch-ssim", "fused-ssim")
     """Step variants: D-SSIM in torch, or the fused numba kernel."""
     threads: int | None = None
     """torch and numba threads (None = their defaults)."""
@@ -235,7 +235,10 @@ class TrainBench:
 
     def run(self) -> int:
         from recon.bench.train import run_bench
+        from scenes.errors import ReconError
 
+        if self.steps < 1 or self.warmup < 0:
+            raise ReconError(None, "--steps must be at least 1 and --warmup at least 0")
         return run_bench(self)
 
 
