@@ -30,24 +30,39 @@ class RasterBench:
 
 @dataclass
 class QualityBench:
-    """The sparse-view protocols available in ../shared/data, next to the published tables."""
+    """The sparse-view protocols on the scenes in ../shared/data, vanilla vs the sparse preset, next to
+    the published tables."""
 
+    protocol: Literal["quick", "paper"] = "quick"
+    """quick: fern and lego at reduced resolution and --iters (minutes on a CPU); paper: every scene in
+    ../shared/data at the papers' protocol (LLFF images_8 3 views, Blender 400x400 8 views and all 200
+    test views, DTU 400x300 3 views masked) and the full 10k-step schedule, resumable per run."""
     json: bool = False
     """Print one JSON object instead of a table."""
-    iters: int = 1000
-    """Training steps per run."""
+    iters: int | None = None
+    """Training steps per run (default: 1000 quick, 10000 paper)."""
+    presets: tuple[Literal["vanilla", "sparse"], ...] = ("vanilla", "sparse")
+    """Presets compared in the same invocation."""
+    data: Path | None = None
+    """Folder holding the scenes (default ../shared/data next to the repository)."""
+    scenes: tuple[str, ...] = ()
+    """paper: only these scene folders (default: all of them)."""
+    eval_every: int = 2000
+    """paper: score the test views every this many steps (the test-PSNR curve in curves.png)."""
     fern_width: int = 252
-    """Fern image width (the papers: 504)."""
+    """quick: fern image width (the papers: 504)."""
     lego_width: int = 100
-    """Lego image width (the papers: 400)."""
+    """quick: lego image width (the papers: 400)."""
     out: Path = Path("outputs/bench")
-    """Where the runs and quality.{md,json} go."""
+    """Where the runs and quality[-paper].{md,json} go."""
 
     def run(self) -> int:
         from recon.bench.quality import run_bench
+        from scenes.errors import ReconError
 
-        return run_bench(self.json, iters=self.iters, fern_width=self.fern_width, lego_width=self.lego_width,
-                         out_dir=self.out)
+        if self.iters is not None and self.iters < 1:
+            raise ReconError(None, "--iters must be at least 1")
+        return run_bench(self)
 
 
 @dataclass

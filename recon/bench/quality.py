@@ -1,9 +1,12 @@
-"""`recon bench quality`: the standard sparse-view protocols that are available, next to the papers.
+"""`recon bench quality`: the standard sparse-view protocols, vanilla vs the sparse preset, next to the papers.
 
-Runs lego 8 views (Blender, test = every 8th test frame, stated resolution) and fern 3 views (LLFF,
-1/8 resolution) with the default preset for the view count, through the same code path as
-`recon train` / `recon eval`, and writes outputs/bench/quality.{md,json} with PSNR, SSIM, LPIPS,
-Gaussians, train time and device beside the published averages of DESIGN.md.
+``--protocol quick`` runs lego 8 views and fern 3 views at reduced resolution and a short schedule
+(minutes on a CPU). ``--protocol paper`` runs every scene folder of ../shared/data at the papers'
+protocol (LLFF: images_8 504x378, 3 views, test every 8th image; Blender: 400x400, 8 views, all 200
+test views; DTU: 400x300, the RegNeRF 3-view split, object-masked metrics) with DropGaussian's 10k-step
+schedule. Both go through `recon train` and write outputs/bench/quality[-paper].{md,json}; each run is
+its own run folder, so the paper protocol resumes where it stopped (a finished run is reused, an
+interrupted one continues from its checkpoint).
 """
 
 from __future__ import annotations
@@ -11,91 +14,166 @@ from __future__ import annotations
 import json
 import platform
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scenes.fileio import atomic_write_text
 
+if TYPE_CHECKING:
+    from recon.bench import QualityBench
+
 #: Published averages (PSNR, SSIM, LPIPS) from DESIGN.md, per protocol.
-PUBLISHED = {
+PUBLISHED: dict[str, list[tuple[str, float | str, float | None, float | None]]] = {
     "llff-3": [("3DGS", "15.5-19.2", None, None), ("FSGS", 20.43, None, None), ("CoR-GS", 20.45, None, None),
-               ("DropGaussian", 20.76, None, None), ("Binocular3DGS", 21.44, None, None),
-               ("Binocular3DGS + dropout", 22.12, 0.777, 0.154)],
+               ("DropGaussian", 20.76, 0.713, 0.200), ("Binocular3DGS (weights)", 21.44, None, None),
+               ("Binocular3DGS + dropout (weights)", 22.12, 0.777, 0.154)],
     "blender-8": [("DNGaussian", 24.31, None, None), ("FSGS", 24.64, None, None),
                   ("DropGaussian", 25.42, 0.888, 0.089)],
+    "dtu-3": [],
 }
 
 
 @dataclass(frozen=True)
 class Protocol:
     name: str
-    scene: str
-    views: int
+    """Protocol key of PUBLISHED (llff-3, blender-8, dtu-3)."""
+    scene: Path
     args: tuple[str, ...]
+    """`recon train` options of the protocol (views, resolution, test split)."""
     note: str
 
 
-def protocols(data_root: Path, iters: int, fern_width: int, lego_width: int) -> list[Protocol]:
+def scene_protocol(scene: Path) -> Protocol | None:
+    """The papers' protocol for a scene folder, from its layout (None: not a known layout)."""
+    if (scene / "transforms_train.json").is_file():
+        return Protocol("blender-8", scene, ("--views", "8", "--resolution", "400", "--data.test-every", "1"),
+                        "400x400, 8 views, all 200 test views")
+    if (scene / "poses_bounds.npy").is_file():
+        return Protocol("llff-3", scene, ("--views", "3", "--downscale", "8"),
+                        "images_8 (504x378), 3 views, test = every 8th image")
+    if (scene / "cameras_sphere.npz").is_file():
+        return Protocol("dtu-3", scene, ("--views", "3"), "400x300, views 25/22/28, masked metrics")
+    return None
+
+
+def quick_protocols(root: Path, fern_width: int, lego_width: int) -> list[Protocol]:
     return [
-        Protocol("llff-3", str(data_root / "llff_fern"), 3, ("--iters", str(iters), "--resolution", str(fern_width)),
-                 f"fern only (the papers average 8 LLFF scenes), {fern_width} px wide (papers: images_8, 504x378), "
-                 "test = images 0, 8, 16"),
-        Protocol("blender-8", str(data_root / "blender_lego"), 8,
-                 ("--iters", str(iters), "--resolution", str(lego_width), "--data.test-every", "8"),
-                 f"lego only (the papers average 8 scenes), {lego_width}x{lego_width} (papers: 400x400), 25 test views"),
+        Protocol("llff-3", root / "llff_fern", ("--views", "3", "--resolution", str(fern_width)),
+                 f"fern, {fern_width} px wide (papers: images_8, 504x378), test = images 0, 8, 16"),
+        Protocol("blender-8", root / "blender_lego",
+                 ("--views", "8", "--resolution", str(lego_width), "--data.test-every", "8"),
+                 f"lego, {lego_width}x{lego_width} (papers: 400x400), 25 test views"),
     ]
 
 
-def run_bench(json_out: bool = False, *, iters: int = 1000, fern_width: int = 252, lego_width: int = 100,
-              out_dir: Path = Path("outputs/bench")) -> int:
-    """Defaults fit a 2-core CPU (about 10 minutes each); on a GPU use --iters 7000 and the papers'
-    resolutions (504 and 400 px wide)."""
-    from recon.bench.common import shared_data_root
+def train_or_resume(run_dir: Path, args: list[str], iters: int) -> dict:
+    """metrics.json of ``run_dir`` trained with ``recon train <args>``: reused when the run finished
+    ``iters`` steps with the same options, continued from its checkpoint when it was interrupted."""
     from recon.train import parse_train, train
     from reconstruct.run import Run
+    from scenes.errors import ReconError
 
-    root = shared_data_root()
-    if root is None:
-        print("recon: bench quality needs ../shared/data (blender_lego, llff_fern) beside the repository",
-              file=sys.stderr)
+    if Run.is_run(run_dir):
+        run = Run(run_dir)
+        if run.metrics_path().is_file():
+            metrics = json.loads(run.metrics_path().read_text())
+            if metrics.get("iters") == iters:
+                return metrics
+        elif run.has_checkpoint():
+            code = train(parse_train(["--resume", str(run_dir)]))
+            if code != 0:
+                raise ReconError(run_dir, f"resuming the run failed (exit {code})")
+            return json.loads(run.metrics_path().read_text())
+    code = train(parse_train([*args, "--out", str(run_dir), "--overwrite"]))
+    if code != 0:
+        raise ReconError(run_dir, f"training failed (exit {code})")
+    return json.loads(Run(run_dir).metrics_path().read_text())
+
+
+def run_bench(cfg: "QualityBench") -> int:
+    from recon.bench.common import shared_data_root
+
+    root = cfg.data or shared_data_root()
+    if root is None or not root.is_dir():
+        print("recon: bench quality needs ../shared/data beside the repository", file=sys.stderr)
         return 1
+    paper = cfg.protocol == "paper"
+    iters = cfg.iters or (10_000 if paper else 1000)
+    if paper:
+        folders = [p for p in sorted(root.iterdir()) if p.is_dir() and (not cfg.scenes or p.name in cfg.scenes)]
+        protos = [p for p in map(scene_protocol, folders) if p is not None]
+        extra = ["--output.eval-every", str(cfg.eval_every)]
+    else:
+        protos = quick_protocols(root, cfg.fern_width, cfg.lego_width)
+        extra = []
     device = _device_name()
     rows = []
-    for proto in protocols(root, iters, fern_width, lego_width):
-        run_dir = out_dir / f"quality-{proto.name}"
-        t0 = time.perf_counter()
-        code = train(parse_train([proto.scene, "--views", str(proto.views), *proto.args, "--out", str(run_dir),
-                                  "--overwrite"]))
-        if code != 0:
-            return code
-        wall = time.perf_counter() - t0
-        metrics = json.loads(Run(run_dir).metrics_path().read_text())
-        rows.append({
-            "protocol": proto.name, "scene": Path(proto.scene).name, "views": proto.views, "iters": iters,
-            "note": proto.note, "psnr": metrics["psnr"], "ssim": metrics["ssim"], "lpips": metrics["lpips"],
-            "lpips_reason": metrics.get("lpips_reason"), "n_gaussians": metrics["n_gaussians"],
-            "train_seconds": metrics["train_seconds"], "wall_seconds": wall, "device": device,
-            "run": str(run_dir), "published": PUBLISHED[proto.name],
-        })
-    report = {"rows": rows}
-    atomic_write_text(out_dir / "quality.json", json.dumps(report, indent=2))
-    atomic_write_text(out_dir / "quality.md", to_markdown(rows))
-    print(json.dumps(report) if json_out else to_markdown(rows))
+    for proto in protos:
+        for preset in cfg.presets:
+            run_dir = cfg.out / ("paper" if paper else "quick") / f"{proto.scene.name}-{preset}"
+            args = [str(proto.scene), *proto.args, "--preset", preset, "--iters", str(iters), *extra]
+            m = train_or_resume(run_dir, args, iters)
+            start = start_count(run_dir)
+            rows.append({
+                "protocol": proto.name, "scene": proto.scene.name, "preset": preset, "iters": iters,
+                "note": proto.note, "psnr": m["psnr"], "ssim": m["ssim"], "lpips": m["lpips"],
+                "lpips_reason": m.get("lpips_reason"), "n_gaussians": m["n_gaussians"], "n_start": start,
+                "train_seconds": m["train_seconds"], "warnings": m.get("warnings", []), "device": device,
+                "run": str(run_dir),
+            })
+    report = {"protocol": cfg.protocol, "rows": rows, "means": means(rows), "published": PUBLISHED}
+    stem = "quality-paper" if paper else "quality"
+    atomic_write_text(cfg.out / f"{stem}.json", json.dumps(report, indent=2))
+    text = to_markdown(rows)
+    atomic_write_text(cfg.out / f"{stem}.md", text)
+    print(json.dumps(report) if cfg.json else text)
     return 0
 
 
+def start_count(run_dir: Path) -> int | None:
+    """Gaussians the run started with (its initialization record in history.json)."""
+    from reconstruct.run import Run
+
+    path = Run(run_dir).history_path
+    history = json.loads(path.read_text()) if path.is_file() else []
+    return next((h["n_points"] for h in history if "n_points" in h), None)
+
+
+def means(rows: list[dict]) -> list[dict]:
+    """Mean PSNR / SSIM per (protocol, preset) over the scenes run."""
+    out = []
+    for key in dict.fromkeys((r["protocol"], r["preset"]) for r in rows):
+        group = [r for r in rows if (r["protocol"], r["preset"]) == key]
+        out.append({"protocol": key[0], "preset": key[1], "scenes": [r["scene"] for r in group],
+                    "psnr": sum(r["psnr"] for r in group) / len(group),
+                    "ssim": sum(r["ssim"] for r in group) / len(group)})
+    return out
+
+
+def _fmt(v: object, spec: str) -> str:
+    return "" if v is None else (v if isinstance(v, str) else format(v, spec))
+
+
 def to_markdown(rows: list[dict]) -> str:
-    lines = ["| protocol | method | PSNR | SSIM | LPIPS | Gaussians | train s | device |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| protocol | scene | preset | steps | PSNR | SSIM | LPIPS | Gaussians (start -> end) | train s | device |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lp = "n/a" if r["lpips"] is None else f"{r['lpips']:.3f}"
-        lines.append(f"| {r['protocol']} ({r['scene']}, {r['iters']} steps) | recon | {r['psnr']:.2f} | "
-                     f"{r['ssim']:.3f} | {lp} | {r['n_gaussians']:,} | {r['train_seconds']:.0f} | {r['device']} |")
-        for name, p, s, l in r["published"]:
-            fmt = lambda v, f: "" if v is None else (v if isinstance(v, str) else format(v, f))  # noqa: E731
-            lines.append(f"| {r['protocol']} | {name} (published) | {fmt(p, '.2f')} | {fmt(s, '.3f')} | "
-                         f"{fmt(l, '.3f')} | | | |")
-    notes = [f"- {r['protocol']}: {r['note']}" for r in rows]
+        start = "?" if r.get("n_start") is None else f"{r['n_start']:,}"
+        lines.append(f"| {r['protocol']} | {r['scene']} | {r['preset']} | {r['iters']} | {r['psnr']:.2f} | "
+                     f"{r['ssim']:.3f} | {_fmt(r['lpips'], '.3f') or 'n/a'} | {start} -> {r['n_gaussians']:,} | "
+                     f"{r['train_seconds']:.0f} | {r['device']} |")
+    lines += ["", "| protocol | method | scenes | PSNR | SSIM | LPIPS |", "|---|---|---|---|---|---|"]
+    for proto in dict.fromkeys(r["protocol"] for r in rows):
+        for m in means(rows):
+            if m["protocol"] == proto:
+                lines.append(f"| {proto} | recon {m['preset']} (mean) | {', '.join(m['scenes'])} | {m['psnr']:.2f} | "
+                             f"{m['ssim']:.3f} | |")
+        for name, p, s, lp in PUBLISHED[proto]:
+            lines.append(f"| {proto} | {name} (published) | the papers' set | {_fmt(p, '.2f')} | {_fmt(s, '.3f')} | "
+                         f"{_fmt(lp, '.3f')} |")
+    notes = [f"- {proto}: {note}" for proto, note in dict.fromkeys((r["protocol"], r["note"]) for r in rows)]
+    notes += [f"- {r['scene']} {r['preset']}: {w}" for r in rows for w in r["warnings"]]
     reason = next((r["lpips_reason"] for r in rows if r["lpips"] is None and r.get("lpips_reason")), None)
     if reason:
         notes.append(f"- LPIPS: {reason}")

@@ -1,0 +1,65 @@
+"""`recon bench quality --protocol paper`: protocols from the folder layout, resumable runs, the table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from recon.bench.quality import means, scene_protocol, to_markdown, train_or_resume
+from recon.cli import main
+from reconstruct.demo import write_demo_scene
+from reconstruct.run import Run
+
+FAST = ["--views", "4", "--init.kind", "random", "--init.n-random", "300", "--optim.sh-degree", "0",
+        "--preset", "vanilla", "--output.checkpoint-every", "4"]
+
+
+def test_protocol_from_layout(tmp_path):
+    blender = write_demo_scene(tmp_path / "blender", n_train=4, n_test=2, size=16)
+    assert scene_protocol(blender).name == "blender-8"
+    llff = tmp_path / "llff"
+    llff.mkdir()
+    np.save(llff / "poses_bounds.npy", np.zeros((4, 17)))
+    assert scene_protocol(llff).args == ("--views", "3", "--downscale", "8")
+    dtu = tmp_path / "dtu"
+    dtu.mkdir()
+    np.savez(dtu / "cameras_sphere.npz")
+    assert scene_protocol(dtu).name == "dtu-3"
+    assert scene_protocol(tmp_path) is None
+
+
+def test_finished_run_is_reused_and_interrupted_run_resumes(tmp_path):
+    scene = write_demo_scene(tmp_path / "scene", n_train=5, n_test=2, size=24)
+    run_dir = tmp_path / "run"
+    args = [str(scene), *FAST, "--iters", "8"]
+    first = train_or_resume(run_dir, args, 8)
+    assert first["iters"] == 8
+    stamp = Run(run_dir).metrics_path().stat().st_mtime_ns
+    assert train_or_resume(run_dir, args, 8) == first
+    assert Run(run_dir).metrics_path().stat().st_mtime_ns == stamp  # reused, not retrained
+
+    # an interrupted run: a checkpoint at step 4 and no metrics yet
+    partial = tmp_path / "partial"
+    assert main(["train", *args[:-1], "4", "--out", str(partial)]) == 0
+    Run(partial).metrics_path().unlink()
+    cfg = json.loads(Run(partial).config_path.read_text())
+    cfg["iters"] = 8
+    Run(partial).config_path.write_text(json.dumps(cfg))
+    resumed = train_or_resume(partial, args, 8)
+    assert resumed["iters"] == 8
+    history = json.loads(Run(partial).history_path.read_text())
+    assert max(h["step"] for h in history) >= 4
+
+
+def test_table_means_and_published_rows():
+    rows = [{"protocol": "llff-3", "scene": s, "preset": p, "iters": 10, "note": "images_8", "psnr": v,
+             "ssim": 0.5, "lpips": None, "lpips_reason": "no weights", "n_gaussians": 10, "n_start": 5,
+             "train_seconds": 1.0, "warnings": [], "device": "CPU"}
+            for s, p, v in [("fern", "vanilla", 18.0), ("flower", "vanilla", 20.0), ("fern", "sparse", 19.0)]]
+    m = {(r["protocol"], r["preset"]): r["psnr"] for r in means(rows)}
+    assert m == {("llff-3", "vanilla"): 19.0, ("llff-3", "sparse"): 19.0}
+    text = to_markdown(rows)
+    assert "DropGaussian (published) | the papers' set | 20.76" in text
+    assert "recon vanilla (mean) | fern, flower | 19.00" in text
