@@ -77,11 +77,15 @@ class PriorsBench:
     """Protocols to run: fern3 (LLFF fern, 3 views), lego8 (Blender lego, 8 views)."""
     variants: tuple[str, ...] = ("vanilla", "sparse", "dropout", "binocular", "dense_init", "pseudo_views",
                                  "sfm_depth", "mono_depth", "diffusion")
-    """vanilla, sparse, or a prior name (that prior alone on top of vanilla)."""
+    """vanilla, sparse, a prior name (that prior alone on top of vanilla; dense_init = the init kind),
+    or sparse-a-b (the sparse preset without priors a and b)."""
     seeds: tuple[int, ...] = (0, 1, 2)
     """Seeds (mean and standard deviation are reported)."""
     iters: int = 200
-    """Training steps per run (densification and prior schedules are scaled to it)."""
+    """Training steps per run."""
+    schedule: Literal["scaled", "full"] = "scaled"
+    """scaled: densification and prior schedules shrunk to --iters (short budgets); full: the trainer's
+    own schedule (DropGaussian's is 10k steps)."""
     fern_resolution: int = 126
     """Fern image width in pixels (1/8 resolution is 504)."""
     lego_resolution: int = 100

@@ -50,20 +50,30 @@ def budget_config(cfg, iters: int):
 
 
 def variant_config(name: str, scene_path: Path, views: int, seed: int, bench: PriorsBenchConfig, cache: Path):
-    """The resolved config of one variant: vanilla, sparse, or one prior alone on top of vanilla."""
+    """The resolved config of one variant: vanilla, sparse, one prior alone on top of vanilla, or
+    ``sparse-a-b``: the sparse preset without priors a and b (``dense_init`` = the init kind)."""
     from reconstruct.config import SplatTrainConfig, resolve
+
+    def toggle(cfg, prior: str, on: bool):
+        if prior == "dense_init":
+            return dataclasses.replace(cfg, init=dataclasses.replace(cfg.init, kind="dense" if on else "sfm"))
+        sub = dataclasses.replace(getattr(cfg.priors, prior), enabled=on)
+        return dataclasses.replace(cfg, priors=dataclasses.replace(cfg.priors, **{prior: sub}))
 
     if name in ("vanilla", "sparse"):
         cfg = SplatTrainConfig(scene=scene_path, views=views, preset=name)  # type: ignore[arg-type]
+    elif name.startswith("sparse-"):
+        cfg = resolve(SplatTrainConfig(scene=scene_path, views=views, preset="sparse"), device_type="cpu")
+        for prior in name.removeprefix("sparse-").split("-"):
+            cfg = toggle(cfg, prior, False)
     else:
-        cfg = SplatTrainConfig(scene=scene_path, views=views, preset="vanilla")
-        if name == "dense_init":
-            cfg = dataclasses.replace(cfg, init=dataclasses.replace(cfg.init, kind="dense"))
-        else:
-            sub = dataclasses.replace(getattr(cfg.priors, name), enabled=True)
-            cfg = dataclasses.replace(cfg, priors=dataclasses.replace(cfg.priors, **{name: sub}))
+        cfg = toggle(SplatTrainConfig(scene=scene_path, views=views, preset="vanilla"), name, True)
     cfg = dataclasses.replace(cfg, seed=seed, device="cpu", priors=dataclasses.replace(cfg.priors, cache_dir=cache))
-    return budget_config(resolve(cfg, device_type="cpu"), bench.iters)
+    cfg = resolve(cfg, device_type="cpu")
+    if bench.schedule == "full":
+        return dataclasses.replace(cfg, iters=bench.iters, output=dataclasses.replace(
+            cfg.output, checkpoint_every=10 * bench.iters, eval_at_end=False))
+    return budget_config(cfg, bench.iters)
 
 
 def run_one(cfg, scene, run_dir: Path) -> dict:

@@ -14,14 +14,50 @@ densification statistics and refinement). Wall seconds per step and process CPU 
 from __future__ import annotations
 
 import copy
+import cProfile
 import json
 import os
+import pstats
 import time
 from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
 
 PHASES = ("render", "loss", "priors", "backward", "optimizer", "strategies")
+
+#: Kernel-level parts of a step, from a cProfile pass over the timed steps: (file suffix, function
+#: names, "self" = the function's own time or "total" = with what it calls).
+KERNELS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "projection fwd": ("_numba_project.py", ("project_forward",), "self"),
+    "projection bwd": ("_numba_project.py", ("project_backward",), "self"),
+    "SH fwd": ("_numba_project.py", ("sh_forward",), "self"),
+    "SH bwd": ("_numba_project.py", ("sh_backward",), "self"),
+    "binning": ("_numba.py", ("bin_tiles",), "self"),
+    "compositing fwd": ("_numba.py", ("composite_forward",), "self"),
+    "compositing bwd": ("_numba.py", ("composite_backward",), "self"),
+    "D-SSIM (fused, fwd+bwd)": ("ssim_numba.py", ("_blur_rows", "_blur_cols", "_moments_rows", "_ssim_and_partials",
+                                                  "_combine"), "self"),
+    "Adam": ("", ("<built-in method torch._fused_adam_>",), "self"),
+    "densification": ("default.py", ("step_post_backward", "step_pre_backward"), "total"),
+    "dtype copies (float32<->float64)": ("", ("<method 'to' of 'torch._C.TensorBase' objects>",), "self"),
+    "torch autograd (other ops' backward)": ("", ("<method 'run_backward' of 'torch._C._EngineBase' objects>",), "self"),
+    "binocular (render + warp + loss, fwd)": ("binocular.py", ("loss",), "total"),
+    "pseudo views (render + terms, fwd)": ("pseudo.py", ("loss",), "total"),
+    "SfM depth (fwd)": ("depth.py", ("loss",), "total"),
+}
+
+
+def kernel_breakdown(stats, steps: int) -> dict[str, float]:
+    """ms per step of each KERNELS entry present in ``stats`` (a pstats.Stats)."""
+    out: dict[str, float] = {}
+    for label, (suffix, names, kind) in KERNELS.items():
+        total = 0.0
+        for (path, _line, name), (_cc, _nc, tottime, cumtime, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+            if name in names and path.endswith(suffix):
+                total += tottime if kind == "self" else cumtime
+        if total > 0:
+            out[label] = 1000 * total / steps
+    return out
 
 
 class PhaseTimer:
@@ -89,11 +125,19 @@ def measure(entry: dict, *, preset: str, warmup: int, steps: int, variants: tupl
         t0, c0 = time.perf_counter(), time.process_time()
         train_loop(run, s, until=state.step + steps, label=f"{entry['name']} {variant}", show_progress=False)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        # the same steps again under cProfile (from the same start) for the kernel-level split
+        run.load_state_dict(copy.deepcopy(base))
+        profiler = cProfile.Profile()
+        profiler.enable()
+        train_loop(run, LoopState(step=state.step), until=state.step + steps, label="profile", show_progress=False)
+        profiler.disable()
+        kernels = kernel_breakdown(pstats.Stats(profiler), steps)
         rows[variant] = {
             "steps_per_s": steps / wall, "wall_s_per_step": wall / steps, "cpu_s_per_step": cpu / steps,
             "gaussians": len(run.model),
             "phase_ms": {p: 1000 * timer.seconds.get(p, 0.0) / steps for p in PHASES},
             "other_ms": 1000 * (wall - sum(timer.seconds.values())) / steps,
+            "kernel_ms": kernels,
         }
     return {"scene": entry["name"], "width": scene.width, "height": scene.height, "views": len(scene.train_ids),
             "preset": preset, "warmup_steps": warmup, "steps": steps, "gaussians_after_warmup": len(method.model),
@@ -135,5 +179,12 @@ def run_bench(bench) -> int:
             table.add_row(name, f"{r['steps_per_s']:.2f}", f"{r['cpu_s_per_step']:.3f}",
                           *(f"{r['phase_ms'][p]:.0f}" for p in PHASES), f"{r['other_ms']:.0f}")
         Console().print(table)
+        for name, r in sc["variants"].items():
+            parts = Table(title=f"{sc['scene']} {name}: kernel-level split (ms per step, cProfile pass)")
+            parts.add_column("part")
+            parts.add_column("ms/step", justify="right")
+            for part, ms in sorted(r["kernel_ms"].items(), key=lambda kv: -kv[1]):
+                parts.add_row(part, f"{ms:.1f}")
+            Console().print(parts)
     print(f"phases in ms per step; wrote {out / 'train_step.json'}")
     return 0
