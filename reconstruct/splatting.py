@@ -73,10 +73,17 @@ class StepContext:
         """A random stream for ``name`` at this step, the same for the same (seed, step, name)."""
         return np.random.default_rng([self.seed, self.step, zlib.crc32(name.encode())])
 
-    def render(self, T_world_cam: torch.Tensor, K: torch.Tensor, *, mode: str = "RGB", modified: bool = True):
-        """Render cameras T_world_cam [C,4,4], K [C,3,3] at the scene's size: (images [C,H,W,3(+1)],
-        alphas [C,H,W,1], info)."""
-        return G.render(self.gaussians(modified), T_world_cam, K, self.scene.width, self.scene.height,
+    def render(self, T_world_cam: torch.Tensor, K: torch.Tensor, *, mode: str = "RGB", modified: bool = True,
+               scale: float = 1.0):
+        """Render cameras T_world_cam [C,4,4], K [C,3,3] at the scene's size times ``scale`` (the
+        intrinsics scaled with it): (images [C,h,w,3(+1)], alphas [C,h,w,1], info)."""
+        width, height = self.scene.width, self.scene.height
+        if scale != 1.0:
+            width, height = max(1, round(width * scale)), max(1, round(height * scale))
+            K = K.clone()
+            K[:, 0] *= width / self.scene.width
+            K[:, 1] *= height / self.scene.height
+        return G.render(self.gaussians(modified), T_world_cam, K, width, height,
                         sh_degree=self.sh_degree, background=self.background, render_mode=mode)
 
 

@@ -302,3 +302,29 @@ def test_bench_budget_summary_table_and_chart(tmp_path):
     assert (tmp_path / "out" / "bars.png").stat().st_size > 1000 and (tmp_path / "out" / "results.json").is_file()
     missing = run(PriorsBench(data=tmp_path / "nowhere", out=tmp_path / "o2", scenes=("fern3",)))
     assert "not found" in missing["scenes"]["fern3"]["skipped"]
+
+
+def test_step_render_at_a_fraction_of_the_size_scales_the_intrinsics(demo_scene, tmp_path):
+    from reconstruct import gaussians as G
+
+    tr = _trainer(demo_scene, tmp_path, PriorsConfig())
+    captured = {}
+
+    class Grab:
+        name, needs_depth = "grab", False
+
+        def loss(self, ctx, render):
+            captured["ctx"] = ctx
+            return None
+
+    tr.regularizers.append(Grab())
+    tr.train_step(0)
+    ctx = captured["ctx"]
+    half, _, _ = ctx.render(ctx.view.T_world_cam, ctx.view.K, scale=0.5, modified=False)
+    w, h = round(ctx.scene.width * 0.5), round(ctx.scene.height * 0.5)
+    K = ctx.view.K.clone()
+    K[:, 0] *= w / ctx.scene.width
+    K[:, 1] *= h / ctx.scene.height
+    ref, _, _ = G.render(ctx.gaussians(False), ctx.view.T_world_cam, K, w, h, sh_degree=ctx.sh_degree,
+                         background=ctx.background, render_mode="RGB")
+    assert half.shape == (1, h, w, 3) and torch.allclose(half, ref)

@@ -90,6 +90,9 @@ class PseudoViewsConfig:
     """Binary entropy of the pseudo view's accumulated opacity (floaters are half-transparent)."""
     jitter: float = 0.02
     """Extra random translation of the pseudo camera, as a fraction of the scene extent."""
+    resolution_scale: float = 0.5
+    """Render the pseudo view at this fraction of the training size (its two terms are low-frequency;
+    half size costs a quarter of the pixels)."""
 
 
 @dataclass

@@ -78,7 +78,8 @@ class PseudoViewLoss:
         T, frame = pseudo_camera(scene.T_world_cam, ctx.train_ids, ctx.rng("pseudo_views"), jitter=self.cfg.jitter,
                                  scene_scale=ctx.scene_scale)
         out, alpha, _ = ctx.render(torch.as_tensor(T, dtype=torch.float32, device=dev)[None],
-                                   torch.as_tensor(scene.Ks[frame], dtype=torch.float32, device=dev)[None], mode="RGB+ED")
+                                   torch.as_tensor(scene.Ks[frame], dtype=torch.float32, device=dev)[None], mode="RGB+ED",
+                                   scale=self.cfg.resolution_scale)
         term = self.cfg.smooth_weight * edge_aware_smoothness(out[0, ..., 3], out[0, ..., :3])
         term = term + self.cfg.opacity_weight * opacity_entropy(alpha[0, ..., 0])
         return weight * term
