@@ -252,6 +252,10 @@ class ExportCommand:
     """Render the exported file on the run's test views and report PSNR vs the trained splats."""
     eval_views: int | None = None
     """Render at most this many test views for the PSNR report (default: all)."""
+    up: Literal["auto", "+x", "-x", "+y", "-y", "+z", "-z"] = "auto"
+    """Which axis of the source is up; the file is turned so that it is up in players (the
+    format's own axes). auto = the gravity up of the run's training cameras (a bare splat file
+    keeps its axes)."""
     spz_version: Literal[3, 4] = 3
     """.spz version: 3 (gzip; read by Spark, Babylon.js, splat-transform and Niantic's library) or 4
     (zstd streams; the version the PlayCanvas engine reads)."""
@@ -284,6 +288,7 @@ class ExportCommand:
         report = export_splats(
             self.run_dir, format=fmt, out=self.out, sh_degree=self.sh_degree, source=self.source,
             evaluate=self.evaluate, max_views=self.eval_views, progress=not self.json, spz_version=self.spz_version,
+            up=self.up,
         )
         print_export_report(report, json_out=self.json)
         return 0
