@@ -129,12 +129,14 @@ MANY = 300  # splats per cluster: dense enough to cover the regions, cheap for S
 
 
 def test_splats_appear_where_expected_and_opacity_slider_hides_green(browser, viewer, tmp_path):
-    # Red cluster (opacity 0.95) left of the first training camera, green (0.4) right.
+    # Red cluster (opacity 0.95) left of the first training camera, green (0.4) right. The start
+    # view frames both clusters' bounding box, whose centre is not exactly the midline: a stray
+    # splat of either may cross it (a few hundred pixels against tens of thousands).
     app = view(viewer, splats=two_clusters(MANY), scene=demo_scene())
     try:
         page = open_page(browser, viewer.url)
         wait_for_screen(
-            page, lambda l, r: l["red"] > 2000 and r["green"] > 2000 and l["green"] < 50 and r["red"] < 50,
+            page, lambda l, r: l["red"] > 2000 and r["green"] > 2000 and l["green"] < 300 and r["red"] < 300,
             "red splats on the left and green on the right", tmp_path=tmp_path,
         )
         # Slider change -> Python callback -> fewer splats sent -> green disappears.
