@@ -480,3 +480,25 @@ def test_start_view_is_level_with_the_gravity_up_and_frames_the_splats():
         app.close()
     finally:
         viewer.stop()
+
+
+@pytest.mark.parametrize("up", [None, (0.0, 0.0, 1.0)])
+def test_a_splat_file_starts_level_with_the_ply_frame_up_or_the_one_given(up):
+    from viewer.app import ViewerConfig, view
+    from viewer.server import splat_bounds
+
+    splats = random_splats(300, seed=5)
+    viewer = open_viewer(port=0, verbose=False)
+    try:
+        app = view(viewer, splats=splats, config=ViewerConfig(up_world=up))
+        cam = viewer.server.initial_camera
+        eye, target, cam_up = (np.asarray(v, np.float64) for v in (cam.position, cam.look_at, cam.up))
+        want = np.array([0.0, -1.0, 0.0]) if up is None else np.array(up)
+        fwd = (target - eye) / np.linalg.norm(target - eye)
+        assert abs(np.cross(fwd, cam_up) @ want) < 1e-6 and cam_up @ want > 0.5  # level, upright
+        assert fwd @ want < 0  # looking a little down
+        center, radius = splat_bounds(splats)
+        assert np.allclose(target, center) and radius / np.linalg.norm(target - eye) < np.sin(0.5 * cam.fov)
+        app.close()
+    finally:
+        viewer.stop()

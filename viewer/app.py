@@ -52,6 +52,9 @@ class ViewerConfig:
     """Rasterizer backend of server renders (reconstruct.raster.rasterize): auto picks by device."""
     file_fov_deg: float = 50.0
     """Vertical field of view of the start view of a splat file shown without cameras."""
+    up_world: tuple[float, float, float] | None = None
+    """Up of the view (orbiting keeps it level); None = the gravity up of the run's training
+    cameras, or for a splat file without cameras the .ply frame's -y (what our exports use)."""
 
 
 class ViewerApp:
@@ -106,17 +109,20 @@ class ViewerApp:
 
     def _build_scene(self) -> None:
         bounds = splat_bounds(self.versions[self.version]) if self.versions else None
+        up = None if self.config.up_world is None else np.asarray(self.config.up_world, np.float64)
         if self.scene is not None:
             center, radius = bounds if bounds is not None else (None, None)
-            initial_view_from_scene(self.server, self.scene, center=center, radius=radius)
+            initial_view_from_scene(self.server, self.scene, center=center, radius=radius, up_world=up)
             self.camera_handles = show_cameras(
                 self.server, self.scene, with_images=self.config.camera_images, visible=self.gui_cameras.value
             )
-        elif bounds is not None:  # a splat file: the .ply frame's up (-y), from the front (+z ahead), a little above
-            from reconstruct.upright import PLY_UP
+        elif bounds is not None:  # a splat file: the .ply frame's up (-y) unless told, seen level from a little above
+            from reconstruct.upright import PLY_UP, align_up
 
-            frame_view(self.server, center=bounds[0], radius=bounds[1], forward_world=np.array([0.0, 0.35, 1.0]),
-                       up_world=PLY_UP, fov=math.radians(self.config.file_fov_deg))
+            up = PLY_UP if up is None else up / np.linalg.norm(up)
+            forward = align_up(PLY_UP, target=up) @ np.array([0.0, 0.35, 1.0])  # the .ply frame's front, turned with up
+            frame_view(self.server, center=bounds[0], radius=bounds[1], forward_world=forward, up_world=up,
+                       fov=math.radians(self.config.file_fov_deg))
         self.refresh_splats()
 
     def refresh_splats(self) -> int:

@@ -384,11 +384,11 @@ def scene_center(scene: "SceneData") -> np.ndarray:
 
 
 def initial_view_from_scene(server: "viser.ViserServer", scene: "SceneData", *, center: np.ndarray | None = None,
-                            radius: float | None = None) -> None:
+                            radius: float | None = None, up_world: np.ndarray | None = None) -> None:
     """Initial view: from the first training camera's direction, level with the gravity up
     of the training cameras (reconstruct.upright), framing the sphere (``center`` [3], ``radius``;
     default: :func:`scene_center`, and the near..far depth range of the scene), with no camera
-    frustum in front of the view (:func:`frame_view`)."""
+    frustum in front of the view (:func:`frame_view`). ``up_world`` [3] overrides the gravity up."""
     from reconstruct.upright import scene_up
 
     i = scene.train_ids[0] if scene.train_ids else 0
@@ -401,7 +401,7 @@ def initial_view_from_scene(server: "viser.ViserServer", scene: "SceneData", *, 
     # in front of the first camera's frustum (its image plane), or that image fills the view
     depth = frustum_depth(fov, scene.width / scene.height, default_frustum_scale(scene))
     frame_view(server, center=center, radius=radius, forward_world=np.asarray(center) - T[:3, 3],
-               up_world=scene_up(scene).up_world, fov=fov,
+               up_world=scene_up(scene).up_world if up_world is None else up_world, fov=fov,
                max_distance=float(np.linalg.norm(np.asarray(center) - T[:3, 3])) - 1.5 * depth)
 
 
