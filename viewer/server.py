@@ -272,31 +272,6 @@ def _vec3(v: np.ndarray) -> tuple[float, float, float]:
     return (x, y, z)
 
 
-def set_initial_view(
-    server: "viser.ViserServer",
-    T_world_cam: np.ndarray,
-    K: np.ndarray,
-    height: int,
-    *,
-    look_distance: float = 1.0,
-    up_world: np.ndarray | None = None,
-) -> None:
-    """Start new clients at camera ``T_world_cam`` [4, 4] (OpenCV) with intrinsics ``K`` [3, 3].
-
-    The orbit center is ``look_distance`` along the optical axis; ``up_world`` (default: the
-    camera's own up, -y) becomes the scene's up direction, which orbiting keeps level.
-    """
-    assert T_world_cam.shape == (4, 4) and K.shape == (3, 3), (T_world_cam.shape, K.shape)
-    R, t = T_world_cam[:3, :3], T_world_cam[:3, 3]
-    up = -R[:, 1] if up_world is None else np.asarray(up_world, dtype=np.float64)
-    up = up / max(float(np.linalg.norm(up)), 1e-12)
-    server.scene.set_up_direction(_vec3(up))
-    server.initial_camera.position = _vec3(t)
-    server.initial_camera.look_at = _vec3(t + R[:, 2] * look_distance)
-    server.initial_camera.up = _vec3(-R[:, 1])
-    server.initial_camera.fov = vertical_fov(K, height)
-
-
 def splat_bounds(splats: Splats, *, quantile: float = 0.01, min_opacity: float = 0.1) -> tuple[np.ndarray, float]:
     """(centre [3], radius) of what a viewer should frame, from the splats with opacity >=
     ``min_opacity`` (all of them when none is): the centre of the box between their ``quantile``
