@@ -174,12 +174,12 @@ def compress_splats(splats, scene, out_dir: Path, cfg: CompressConfig, *, optim=
         report["compressed_ply_bytes"] = path.stat().st_size
     report["sog_bytes"] = None
     if cfg.export_sog:
-        from pruning.formats import read_splats, write_splats
+        from pruning.orient import write_player_file
 
         t0 = time.perf_counter()
-        path = write_splats(out_dir / "scene.sog", decoded, format="sog")
+        path, sog_world = write_player_file(out_dir / "scene.sog", decoded, format="sog", scene=scene)  # upright
         timings["sog_seconds"] = time.perf_counter() - t0
-        sog = _score(read_splats(path), scene, device)
+        sog = _score(sog_world, scene, device)
         report.update(sog_bytes=path.stat().st_size, sog_bytes_per_splat=path.stat().st_size / max(len(decoded), 1),
                       psnr_sog=sog["psnr"], ssim_sog=sog["ssim"])
     timings["total_seconds"] = time.perf_counter() - t_start

@@ -26,7 +26,8 @@ from scenes.errors import ReconError
 from scenes.fileio import atomic_write_bytes
 from scenes.progress import progress as progress_bar
 
-from .formats import EXTENSIONS, FORMATS, Format, encode_splats, read_splats
+from .formats import EXTENSIONS, FORMATS, Format, read_splats
+from .orient import Orientation, encode_player_file, player_orientation, scene_in_player_frame
 
 
 @dataclass
@@ -47,6 +48,12 @@ class ExportReport:
     ply_bytes: int
     """Size the same splats take as a standard float .ply (for the ratio)."""
     seconds_write: float
+    up: str = "axes kept"
+    """How the file was turned upright (``--up``): where its up came from."""
+    up_world: list[float] | None = None
+    """The source frame's direction that is up in the file (None = axes kept)."""
+    turn_deg: float = 0.0
+    """Angle the scene was turned by to stand upright, degrees."""
     psnr_vs_trained: float | None = None
     """Mean PSNR (dB) of renders of the exported file vs renders of the trained splats."""
     psnr_trained_gt: float | None = None
@@ -116,8 +123,12 @@ def _ply_size(splats: Splats) -> int:
     return len(head) + len(str(len(splats))) - 1 + len(splats) * 4 * (17 + 3 * splats.shN.shape[1])
 
 
-def measure_psnr(run: Run, exported: Splats, *, max_views: int | None, progress: bool) -> dict:
-    """Render the exported splats and the trained splats on the run's test views and compare."""
+def measure_psnr(run: Run, exported: Splats, *, max_views: int | None, progress: bool,
+                 orientation: Orientation | None = None) -> dict:
+    """Render the exported splats and the trained splats on the run's test views and compare.
+
+    ``orientation``: how the file was turned; its splats are rendered as they are, from the test
+    cameras turned the same way (so a wrong SH or quaternion rotation shows in the score)."""
     import torch
 
     from reconstruct.evaluate import render_splats
@@ -125,6 +136,7 @@ def measure_psnr(run: Run, exported: Splats, *, max_views: int | None, progress:
     from reconstruct.run import resolve_device
 
     scene = run.scene()
+    file_scene = scene if orientation is None else scene_in_player_frame(scene, orientation)
     trained = run.splats()
     ids = list(scene.test_ids)
     if max_views is not None:
@@ -135,7 +147,7 @@ def measure_psnr(run: Run, exported: Splats, *, max_views: int | None, progress:
     rows = []
 
     def one(frame: int) -> dict:
-        a, _ = render_splats(exported, scene, frame, device=device)
+        a, _ = render_splats(exported, file_scene, frame, device=device)
         b, _ = render_splats(trained, scene, frame, device=device)
         gt = torch.as_tensor(scene.image(frame))
         return {"frame": frame, "vs_trained": psnr(a, b), "export_gt": psnr(a, gt), "trained_gt": psnr(b, gt)}
@@ -153,10 +165,24 @@ def measure_psnr(run: Run, exported: Splats, *, max_views: int | None, progress:
             "psnr_export_gt": mean("export_gt"), "n_views": len(rows), "per_view": rows}
 
 
+def _orientation(up: str, run: Run | None, kind: str) -> Orientation:
+    """``up`` resolved for this source: auto takes the run's training cameras (a bare file keeps
+    its axes; so does a run whose scene folder is gone, said in the report)."""
+    if up != "auto" or run is None or kind == "file":
+        return player_orientation(up)
+    try:
+        scene = run.scene()
+    except ReconError as err:
+        return Orientation(R_file_world=np.eye(3), up_world=None, how=f"axes kept (no cameras: {err})")
+    return player_orientation("auto", scene=scene)
+
+
 def export_splats(target: Path, *, format: Format = "compressed-ply", out: Path | None = None,
                   sh_degree: int | None = None, source: str = "auto", evaluate: bool = True,
-                  max_views: int | None = None, progress: bool = True, spz_version: int = 3) -> ExportReport:
-    """Write ``target`` (run folder, artifact folder or splat file) as ``format``; measure it."""
+                  max_views: int | None = None, progress: bool = True, spz_version: int = 3,
+                  up: str = "auto") -> ExportReport:
+    """Write ``target`` (run folder, artifact folder or splat file) as ``format``, upright
+    (pruning.orient: ``up`` = auto, +x, -x, +y, -y, +z or -z); measure it."""
     if format not in FORMATS:
         raise ReconError(None, f"unknown export format {format!r} (one of {', '.join(FORMATS)})")
     target = Path(target)
@@ -168,15 +194,19 @@ def export_splats(target: Path, *, format: Format = "compressed-ply", out: Path 
         raise ReconError(out, "output would overwrite the input; pass --out")
     if out.is_dir():
         raise ReconError(out, "--out is a folder; give a file name")
+    orientation = _orientation(up, run, kind)
     t0 = time.perf_counter()
-    data = encode_splats(splats, format=format, sh_degree=sh_degree, spz_version=spz_version)
+    data = encode_player_file(splats, format=format, orientation=orientation, sh_degree=sh_degree,
+                              spz_version=spz_version)
     atomic_write_bytes(out, data)
     seconds = time.perf_counter() - t0
     back = read_splats(out)
     report = ExportReport(
         source=str(target), source_kind=kind, out=str(out), format=format, n_splats=len(back),
         sh_degree=back.sh_degree, bytes=len(data), bytes_per_splat=len(data) / len(back),
-        ply_bytes=_ply_size(splats), seconds_write=seconds,
+        ply_bytes=_ply_size(splats), seconds_write=seconds, up=orientation.how,
+        up_world=None if orientation.up_world is None else [float(c) for c in orientation.up_world],
+        turn_deg=orientation.turn_deg,
     )
     if not evaluate:
         report.psnr_note = "not measured (--no-evaluate)"
@@ -186,7 +216,7 @@ def export_splats(target: Path, *, format: Format = "compressed-ply", out: Path 
         report.psnr_note = "run has no trained splats to compare against"
     else:
         try:
-            result = measure_psnr(run, back, max_views=max_views, progress=progress)
+            result = measure_psnr(run, back, max_views=max_views, progress=progress, orientation=orientation)
         except ReconError as err:  # the run's scene moved: the file is written, only the comparison is skipped
             result = {"psnr_note": f"not measured: {err}"}
         for key, value in result.items():

@@ -135,6 +135,10 @@ class ViewCommand:
     """Port to ask for (viser moves to a free one when it is taken; 0 = any free port; the real one is printed)."""
     max_count: int = 1_000_000
     """Initial point budget sent to the browser (a GUI slider changes it)."""
+    up: Literal["auto", "+x", "-x", "+y", "-y", "+z", "-z"] = "auto"
+    """Which axis is up (orbiting keeps it level). auto = the gravity up of the run's training cameras;
+    for a splat file, -y (the .ply frame of our exports; a run's own splats.ply is in its dataset's
+    axes, e.g. +z for Blender scenes)."""
 
     def run(self) -> int:
         import time
@@ -154,7 +158,7 @@ class ViewCommand:
         app = view(
             viewer, splats=target.splats, compressed=target.compressed, scene=target.scene,
             render_fn=target.render_fn, background=target.background,
-            config=ViewerConfig(max_count=self.max_count),
+            config=ViewerConfig(max_count=self.max_count, up_world=None if self.up == "auto" else _axis(self.up)),
         )
         n = len(target.splats) if target.splats is not None else 0
         what = f"{n:,} splats" if n else "server-rendered model"
@@ -165,6 +169,13 @@ class ViewCommand:
         finally:
             app.close()
             viewer.stop()
+
+
+def _axis(name: str) -> tuple[float, float, float]:
+    """``"+z"`` -> (0, 0, 1)."""
+    v = [0.0, 0.0, 0.0]
+    v["xyz".index(name[1])] = 1.0 if name[0] == "+" else -1.0
+    return (v[0], v[1], v[2])
 
 
 @dataclass
@@ -252,6 +263,10 @@ class ExportCommand:
     """Render the exported file on the run's test views and report PSNR vs the trained splats."""
     eval_views: int | None = None
     """Render at most this many test views for the PSNR report (default: all)."""
+    up: Literal["auto", "+x", "-x", "+y", "-y", "+z", "-z"] = "auto"
+    """Which axis of the source is up; the file is turned so that it is up in players (the
+    format's own axes). auto = the gravity up of the run's training cameras (a bare splat file
+    keeps its axes)."""
     spz_version: Literal[3, 4] = 3
     """.spz version: 3 (gzip; read by Spark, Babylon.js, splat-transform and Niantic's library) or 4
     (zstd streams; the version the PlayCanvas engine reads)."""
@@ -284,6 +299,7 @@ class ExportCommand:
         report = export_splats(
             self.run_dir, format=fmt, out=self.out, sh_degree=self.sh_degree, source=self.source,
             evaluate=self.evaluate, max_views=self.eval_views, progress=not self.json, spz_version=self.spz_version,
+            up=self.up,
         )
         print_export_report(report, json_out=self.json)
         return 0

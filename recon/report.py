@@ -96,6 +96,7 @@ def print_export_report(report, *, json_out: bool = False) -> None:
     table.add_row("file size", f"{report.bytes:,} bytes ({report.bytes / 2**20:.2f} MiB)")
     table.add_row("bytes per splat", f"{report.bytes_per_splat:.2f}")
     table.add_row("vs float .ply", f"{report.ply_bytes / report.bytes:.2f}x smaller")
+    table.add_row("upright", f"{report.up}; turned {report.turn_deg:.1f} deg")
     if report.psnr_vs_trained is not None:
         table.add_row("PSNR vs trained renders", f"{report.psnr_vs_trained:.2f} dB ({report.n_views} test views)")
         table.add_row("PSNR vs photos", f"exported {report.psnr_export_gt:.2f} dB, trained "

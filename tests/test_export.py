@@ -124,3 +124,30 @@ def test_cli_rejects_bad_files_with_one_line(tmp_path, capsys, command, payload,
 def test_cli_missing_input(tmp_path, capsys) -> None:
     assert main(["export", str(tmp_path / "nope")]) == 1
     assert "no such file" in capsys.readouterr().err
+
+
+def test_export_turns_the_run_upright_for_players(tmp_path) -> None:
+    # The demo scene is Blender-style, +z up: every player file gets that up as the .ply frame's
+    # -y (and .glb / .spz, which the writers turn half a turn about x, as their +y).
+    run = _tiny_run(tmp_path)
+    world = read_splats(run / "splats.ply")
+    R = np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])  # +z -> -y, x kept
+    for fmt in ("ply", "glb", "spz"):
+        report = export_splats(run, format=fmt, max_views=2, progress=False)
+        assert report.up_world == [0.0, 0.0, 1.0] and report.turn_deg == pytest.approx(90.0)
+        assert report.up.startswith("cameras: up (+0.000, +0.000, +1.000) (a dataset axis")
+        back = read_splats(report.out)
+        assert np.allclose(back.means, world.means @ R.T, atol=2e-3 if fmt == "spz" else 1e-5)
+        # the PSNR renders the file as it is from the test cameras turned the same way
+        assert report.psnr_vs_trained > (100.0 - 1e-9 if fmt in ("ply", "glb") else 30.0), (fmt, report.psnr_vs_trained)
+    turned = export_splats(run, format="ply", max_views=1, progress=False, up="+x")
+    assert turned.up == "--up +x" and np.allclose(read_splats(turned.out).means[:, 1], -world.means[:, 0], atol=1e-6)
+    assert turned.psnr_vs_trained == 100.0
+    # a bare splat file has no cameras: auto keeps its axes; a named axis still turns it
+    src = write_splats(tmp_path / "bare.ply", world, format="ply")
+    kept = export_splats(src, format="ply", out=tmp_path / "kept.ply", progress=False)
+    assert kept.up_world is None and kept.turn_deg == 0.0 and np.array_equal(read_splats(kept.out).means, world.means)
+    named = export_splats(src, format="ply", out=tmp_path / "named.ply", progress=False, up="+z")
+    assert np.allclose(read_splats(named.out).means, world.means @ R.T, atol=1e-6)
+    with pytest.raises(Exception, match="--up"):
+        export_splats(src, format="ply", out=tmp_path / "bad.ply", progress=False, up="z")

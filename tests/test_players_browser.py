@@ -7,10 +7,13 @@ Splat colors are display-referred sRGB (what 3DGS trains on and what our rasteri
 engine linearizes them for blending unless the camera re-encodes, so the camera uses GAMMA_SRGB
 (with GAMMA_NONE the player's picture comes out about 40% darker, 24.6 dB).
 
-The page keeps the engine's default frame handling: a .sog is in the .ply frame (RDF) and shows
-as is; the .glb and .spz store the scene turned 180 degrees about x (glTF +Y up / spz RUB), so
-the page turns those entities back by the same half turn. A writer that got an axis or an SH sign
-wrong therefore shows a different picture, which the threshold below catches.
+The page is a player in its own conventions: the PlayCanvas world is +Y up and the camera is
+placed in that world. A .glb (KHR_gaussian_splatting: +Y up) and a .spz (RUB: +Y up) are shown
+as they are; a .sog is in the 3DGS .ply frame (y down), which players turn half a turn (PlayCanvas
+and SuperSplat rotate .ply-frame splats by 180 degrees so that -y becomes +y; here about x). A
+writer that got an axis or an SH sign wrong therefore shows a different picture, which the
+threshold below catches; a file that is not upright shows its ground beside or above the object,
+which the upright test catches.
 """
 
 from __future__ import annotations
@@ -79,7 +82,7 @@ asset.on('error', (err) => { window.loadError = String(err); });
 asset.ready(() => {
     const e = P.kind === 'glb' ? asset.resource.instantiateRenderEntity() : new pc.Entity('splats');
     if (P.kind !== 'glb') e.addComponent('gsplat', { asset });
-    if (P.halfTurnX) e.setLocalEulerAngles(180, 0, 0);
+    if (P.plyFrame) e.setLocalEulerAngles(180, 0, 0);
     app.root.addChild(e);
     let frames = 0;
     app.on('frameend', () => { if (++frames === P.frames) window.renderDone = true; });
@@ -183,13 +186,22 @@ def browser():
         b.close()
 
 
-def player_render(browser, url: str, kind: str, half_turn_x: bool, T: np.ndarray, tmp_path: Path) -> np.ndarray:
-    """[H, W, 3] float screenshot of the PlayCanvas canvas after 20 frames (sorting settled)."""
+T_PLAYER_PLY = np.diag([1.0, -1.0, -1.0, 1.0])
+"""The player's +Y-up world from the .ply frame (the half turn about x a player gives .ply-frame
+splats, and the one the .glb / .spz writers apply): x_player = T_PLAYER_PLY @ x_ply."""
+
+
+def player_render(browser, url: str, fmt: str, T_player_cam: np.ndarray, tmp_path: Path, *,
+                  tag: str = "") -> np.ndarray:
+    """[H, W, 3] float screenshot of the PlayCanvas canvas after 20 frames (sorting settled), the
+    camera at ``T_player_cam`` (OpenCV axes, in the player's +Y-up world)."""
     from PIL import Image
     from scipy.spatial.transform import Rotation
 
+    kind = "glb" if fmt == "glb" else "gsplat"
+    T = T_player_cam
     gl = T[:3, :3] @ np.diag([1.0, -1.0, -1.0])  # OpenCV camera axes -> GL camera axes (x right, y up, z back)
-    params = {"url": url, "kind": kind, "halfTurnX": half_turn_x, "w": W, "h": H, "frames": 20,
+    params = {"url": url, "kind": kind, "plyFrame": fmt == "sog", "w": W, "h": H, "frames": 20,
               "fov": math.degrees(2 * math.atan(H / 2 / FOCAL)), "pos": T[:3, 3].tolist(),
               "rot": Rotation.from_matrix(gl).as_quat().tolist()}
     page = browser.new_page(viewport={"width": W, "height": H}, device_scale_factor=1)
@@ -209,7 +221,7 @@ def player_render(browser, url: str, kind: str, half_turn_x: bool, T: np.ndarray
     finally:
         page.close()
     img = np.asarray(Image.open(io.BytesIO(shot)).convert("RGB"), np.float64) / 255.0
-    Image.fromarray((img * 255).astype(np.uint8)).save(tmp_path / f"player_{kind}.png")
+    Image.fromarray((img * 255).astype(np.uint8)).save(tmp_path / f"player_{fmt}{tag}.png")
     return img
 
 
@@ -225,9 +237,8 @@ def player_render(browser, url: str, kind: str, half_turn_x: bool, T: np.ndarray
 MIN_PSNR = 34.0
 
 
-@pytest.mark.parametrize("fmt,name,half_turn_x", [("sog", "scene.sog", False), ("glb", "scene.glb", True),
-                                                  ("spz", "scene.spz", True)])
-def test_playcanvas_renders_our_file_like_our_rasterizer(browser, served, tmp_path, fmt, name, half_turn_x) -> None:
+@pytest.mark.parametrize("fmt,name", [("sog", "scene.sog"), ("glb", "scene.glb"), ("spz", "scene.spz")])
+def test_playcanvas_renders_our_file_like_our_rasterizer(browser, served, tmp_path, fmt, name) -> None:
     from PIL import Image
 
     base, root = served
@@ -235,7 +246,7 @@ def test_playcanvas_renders_our_file_like_our_rasterizer(browser, served, tmp_pa
     path = write_splats(root / name, splats, spz_version=4)
     assert fmt != "spz" or path.read_bytes()[:4] == b"NGSP"
     T = camera()
-    shot = player_render(browser, f"{base}/{name}", "glb" if fmt == "glb" else "gsplat", half_turn_x, T, tmp_path)
+    shot = player_render(browser, f"{base}/{name}", fmt, T_PLAYER_PLY @ T, tmp_path)
     ours = our_render(read_splats(path), T)  # the same decoded splats the player was given
     Image.fromarray((ours * 255).round().astype(np.uint8)).save(tmp_path / f"ours_{fmt}.png")
     assert shot.shape == ours.shape
@@ -251,3 +262,82 @@ def test_playcanvas_renders_our_file_like_our_rasterizer(browser, served, tmp_pa
     sh_unflipped = Splats(decoded.means, decoded.quats, decoded.log_scales, decoded.opacity_logits, decoded.sh0,
                           decoded.shN * np.array([-1, -1, 1], np.float32)[None, :, None])
     assert psnr(shot, our_render(sh_unflipped, T)) < MIN_PSNR - 3
+
+
+def ball_on_ground(n_ball: int = 260, n_disc: int = 340) -> Splats:
+    """A red ball (radius 0.45, centre 0.6 above the ground) on a blue disc (radius 1.3) in a
+    Blender-style world, +z up; degree-1 SH on both so the SH rotation counts in the picture."""
+    i = np.arange(n_ball)
+    z = 1 - 2 * (i + 0.5) / n_ball  # Fibonacci sphere
+    a = i * math.pi * (3 - math.sqrt(5))
+    ball = np.column_stack([np.sqrt(1 - z * z) * np.cos(a), np.sqrt(1 - z * z) * np.sin(a), z]) * 0.45 + [0, 0, 0.6]
+    j = np.arange(n_disc)
+    r, b = 1.3 * np.sqrt((j + 0.5) / n_disc), j * math.pi * (3 - math.sqrt(5))
+    disc = np.column_stack([r * np.cos(b), r * np.sin(b), np.zeros(n_disc)])
+    means = np.concatenate([ball, disc])
+    rgb = np.concatenate([np.tile([0.9, 0.15, 0.1], (n_ball, 1)), np.tile([0.15, 0.3, 0.85], (n_disc, 1))])
+    n = len(means)
+    log_scales = np.log(np.concatenate([np.full((n_ball, 3), 0.06), np.tile([0.1, 0.1, 0.02], (n_disc, 1))]))
+    shN = np.zeros((n, 3, 3))
+    shN[:, 0, 1] = 0.12  # a view-dependent green tint that depends on the y direction
+    return Splats(
+        means=means.astype(np.float32), quats=np.tile([1.0, 0, 0, 0], (n, 1)).astype(np.float32),
+        log_scales=log_scales.astype(np.float32), opacity_logits=np.full(n, 2.0, np.float32),
+        sh0=((rgb - 0.5) / SH_C0).astype(np.float32), shN=shN.astype(np.float32))
+
+
+def capture_scene():
+    """The cameras the ball and disc were 'photographed' with: 6 views on an arc, looking down
+    at the ball from 20-45 degrees (their mean up is well off +z; the gravity estimate is not)."""
+    from scenes.geometry import look_at
+    from scenes.types import SceneData
+
+    eyes = [3.5 * np.array([math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)])
+            for az, el in zip(np.radians([10, 50, 85, 130, 160, 200]), np.radians([20, 45, 30, 40, 25, 35]))]
+    T = np.array([look_at(e, [0.0, 0.0, 0.4]) for e in eyes])
+    K = np.array([[FOCAL, 0, W / 2], [0, FOCAL, H / 2], [0, 0, 1.0]])
+    return SceneData(format="synthetic", root=Path("."), image_paths=(Path(""),) * len(T), Ks=np.repeat(K[None], len(T), 0),
+                     T_world_cam=T, width=W, height=H, train_ids=tuple(range(len(T))), test_ids=(), near=0.1, far=20.0)
+
+
+def ball_above_ground(img: np.ndarray) -> tuple[float, float, int, int]:
+    """(mean image row of the red ball's pixels, of the blue ground's, red count, blue count)."""
+    r, b = img[..., 0], img[..., 2]
+    red, blue = (r > 0.45) & (b < 0.35), (b > 0.45) & (r < 0.35)
+    rows = np.arange(img.shape[0])[:, None] * np.ones(img.shape[1])
+    mean = lambda m: float(rows[m].mean()) if m.any() else float("nan")  # noqa: E731
+    return mean(red), mean(blue), int(red.sum()), int(blue.sum())
+
+
+@pytest.mark.parametrize("fmt", ["sog", "glb", "spz"])
+def test_exports_stand_upright_in_the_player(browser, served, tmp_path, fmt) -> None:
+    from PIL import Image
+
+    from pruning.orient import KEEP, player_orientation, write_player_file
+    from scenes.geometry import look_at
+
+    base, root = served
+    world = ball_on_ground()
+    orientation = player_orientation("auto", scene=capture_scene())
+    assert orientation.up_world is not None and np.allclose(orientation.up_world, [0, 0, 1])
+    name = f"upright.{fmt}"
+    path, _ = write_player_file(root / name, world, format=fmt, orientation=orientation, spz_version=4)
+    # A level camera in the player's world, +Y up as every one of these players has it: a little
+    # above the ground, looking at the ball.
+    T_player = look_at([0.4, 1.3, 3.4], [0.0, 0.35, 0.0], up=(0.0, 1.0, 0.0))
+    shot = player_render(browser, f"{base}/{name}", fmt, T_player, tmp_path, tag="_upright")
+    ball_row, ground_row, n_red, n_blue = ball_above_ground(shot)
+    assert n_red > 300 and n_blue > 300, (n_red, n_blue)
+    assert ball_row < ground_row - 15, f"{fmt}: ball at row {ball_row:.0f}, ground at {ground_row:.0f} (images in {tmp_path})"
+    # the same picture as our rasterizer's render of the file's splats from that camera
+    T_ply = np.linalg.inv(T_PLAYER_PLY) @ T_player
+    ours = our_render(read_splats(path), T_ply)
+    Image.fromarray((ours * 255).round().astype(np.uint8)).save(tmp_path / f"ours_{fmt}_upright.png")
+    score = psnr(shot, ours)
+    assert score >= MIN_PSNR, f"{fmt}: PSNR {score:.1f} dB against our render (images in {tmp_path})"
+    # negative control: the file written in the world's own axes (+z up) lies on its side there:
+    # the disc stands up as a wall in front of the ball (11 dB against the player's picture)
+    lying = our_render(write_player_file(tmp_path / name, world, format=fmt, orientation=KEEP, spz_version=4)[1], T_ply)
+    lying_ball, lying_ground, _, _ = ball_above_ground(lying)
+    assert not lying_ball < lying_ground - 15, (lying_ball, lying_ground)
+    assert psnr(shot, lying) < MIN_PSNR - 6

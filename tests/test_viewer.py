@@ -408,3 +408,97 @@ def test_nerf_run_is_rendered_on_the_server(tmp_path):
     np.testing.assert_allclose(img, ref.numpy(), atol=1e-5)
     depth = target.render_fn(s.T_world_cam[i], s.Ks[i], s.width, s.height, depth=True)
     assert depth.shape == (s.height, s.width)
+
+
+def test_budget_slider_follows_the_shown_version():
+    from viewer.app import view
+
+    viewer = open_viewer(port=0, verbose=False)
+    try:
+        app = view(viewer, splats=two_clusters(50), compressed=two_clusters(20, seed=1), scene=demo_scene())
+        assert int(app.gui_budget.max) == 100 and int(app.gui_budget.value) == 100
+        app.gui_version.value = "compressed"
+        _wait(lambda: app.shown_count == 40, "the compressed version")
+        assert int(app.gui_budget.max) == 40 and int(app.gui_budget.value) == 40  # "all" stays "all"
+        app.gui_version.value = "original"
+        _wait(lambda: app.shown_count == 100, "the original version")
+        assert int(app.gui_budget.max) == 100 and int(app.gui_budget.value) == 100
+        app.gui_budget.value = 30  # a chosen budget is kept, capped by the new version's count
+        _wait(lambda: app.shown_count == 30, "the budget")
+        app.gui_version.value = "compressed"
+        _wait(lambda: int(app.gui_budget.max) == 40 and app.shown_count == 30, "the compressed version at budget 30")
+        app.close()
+    finally:
+        viewer.stop()
+
+
+def test_show_splats_drops_non_finite_splats_and_sends_nothing_empty():
+    viewer = open_viewer(port=0, verbose=False)
+    try:
+        s = two_clusters(10)
+        means = s.means.copy()
+        means[3] = np.nan
+        bad = Splats(means, s.quats, s.log_scales, s.opacity_logits, s.sh0, s.shN)
+        handle = show_splats(viewer.server, bad, name="/s")
+        assert handle is not None and handle.buffer.shape[0] == 19
+        assert show_splats(viewer.server, bad, name="/s", min_opacity=1.0) is None  # nothing left: node removed
+        assert "/s" not in viewer.server.scene._handle_from_node_name
+    finally:
+        viewer.stop()
+
+
+def test_start_view_is_level_with_the_gravity_up_and_frames_the_splats():
+    from scenes.geometry import look_at
+    from scenes.types import SceneData
+    from viewer.app import ViewerConfig, view
+    from viewer.server import splat_bounds
+
+    # Blender-style: +z up, cameras looking down at the object from one side (their mean up leans)
+    eyes = [4.0 * np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
+            for az, el in zip(np.radians([-90, -40, 10, 60]), np.radians([25, 40, 30, 35]))]
+    T = np.array([look_at(e, [0.0, 0.0, 0.4]) for e in eyes])
+    K = np.array([[110.0, 0, 50], [0, 110.0, 50], [0, 0, 1]])
+    scene = SceneData(format="synthetic", root=Path("."), image_paths=(Path(""),) * 4, Ks=np.repeat(K[None], 4, 0),
+                      T_world_cam=T, width=100, height=100, train_ids=(0, 1, 2, 3), test_ids=(), near=1.0, far=8.0)
+    base = random_splats(400, seed=3)
+    splats = Splats(base.means * 0.4, base.quats, base.log_scales, base.opacity_logits, base.sh0, base.shN)  # inside the rig
+    viewer = open_viewer(port=0, verbose=False)
+    try:
+        app = view(viewer, splats=splats, scene=scene, config=ViewerConfig(camera_images=False))
+        cam = viewer.server.initial_camera
+        eye, target, up = (np.asarray(v, np.float64) for v in (cam.position, cam.look_at, cam.up))
+        fwd = (target - eye) / np.linalg.norm(target - eye)
+        right = np.cross(fwd, up)
+        assert abs(right @ [0, 0, 1]) < 1e-6, "the horizon is tilted"  # level: the image's x axis is horizontal
+        assert up @ [0, 0, 1] > 0.5
+        center, radius = splat_bounds(splats)
+        assert np.allclose(target, center)
+        # the bounding sphere fits in the vertical field of view
+        assert radius / np.linalg.norm(target - eye) < np.sin(0.5 * cam.fov)
+        # and the start camera is in front of the first camera's frustum, not behind its image
+        assert np.linalg.norm(eye - center) < np.linalg.norm(T[0, :3, 3] - center)
+        app.close()
+    finally:
+        viewer.stop()
+
+
+@pytest.mark.parametrize("up", [None, (0.0, 0.0, 1.0)])
+def test_a_splat_file_starts_level_with_the_ply_frame_up_or_the_one_given(up):
+    from viewer.app import ViewerConfig, view
+    from viewer.server import splat_bounds
+
+    splats = random_splats(300, seed=5)
+    viewer = open_viewer(port=0, verbose=False)
+    try:
+        app = view(viewer, splats=splats, config=ViewerConfig(up_world=up))
+        cam = viewer.server.initial_camera
+        eye, target, cam_up = (np.asarray(v, np.float64) for v in (cam.position, cam.look_at, cam.up))
+        want = np.array([0.0, -1.0, 0.0]) if up is None else np.array(up)
+        fwd = (target - eye) / np.linalg.norm(target - eye)
+        assert abs(np.cross(fwd, cam_up) @ want) < 1e-6 and cam_up @ want > 0.5  # level, upright
+        assert fwd @ want < 0  # looking a little down
+        center, radius = splat_bounds(splats)
+        assert np.allclose(target, center) and radius / np.linalg.norm(target - eye) < np.sin(0.5 * cam.fov)
+        app.close()
+    finally:
+        viewer.stop()

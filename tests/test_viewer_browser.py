@@ -129,12 +129,14 @@ MANY = 300  # splats per cluster: dense enough to cover the regions, cheap for S
 
 
 def test_splats_appear_where_expected_and_opacity_slider_hides_green(browser, viewer, tmp_path):
-    # Red cluster (opacity 0.95) left of the first training camera, green (0.4) right.
+    # Red cluster (opacity 0.95) left of the first training camera, green (0.4) right. The start
+    # view frames both clusters' bounding box, whose centre is not exactly the midline: a stray
+    # splat of either may cross it (a few hundred pixels against tens of thousands).
     app = view(viewer, splats=two_clusters(MANY), scene=demo_scene())
     try:
         page = open_page(browser, viewer.url)
         wait_for_screen(
-            page, lambda l, r: l["red"] > 2000 and r["green"] > 2000 and l["green"] < 50 and r["red"] < 50,
+            page, lambda l, r: l["red"] > 2000 and r["green"] > 2000 and l["green"] < 300 and r["red"] < 300,
             "red splats on the left and green on the right", tmp_path=tmp_path,
         )
         # Slider change -> Python callback -> fewer splats sent -> green disappears.
@@ -258,6 +260,127 @@ def test_server_only_model_follows_the_camera(browser, viewer, tmp_path):
         wait_for_screen(page, lambda l, r: l["blue"] > 300 and r["blue"] == 0,
                         "the disk to move left after the camera moved right", timeout=30.0, tmp_path=tmp_path)
         assert app.render_count > before and app.resolution.last_s > 0
+        page.close()
+    finally:
+        app.close()
+
+
+# What viser 1.1.1's own client logs with any scene, whatever the data (pinned to that version,
+# so an upgrade re-examines them):
+# - THREE.Clock is deprecated: viser's bundle still creates one (a deprecation notice only);
+# - computeBoundingSphere NaN: viser's splat mesh draws each Gaussian as an instanced quad whose
+#   "position" attribute holds 2D corner offsets (itemSize 2), and leaves three.js's frustum
+#   culling on; three.js then reads x, y and an undefined z from it for the bounding sphere and
+#   logs this once per splat push. It is logged for a single finite splat too (so no data of ours
+#   can cause or cure it); a NaN sphere is never culled, so the splats still draw. The fix belongs
+#   in viser's client (frustumCulled={false} on the splat mesh, or a bounding sphere set from the
+#   centers).
+VISER_CLIENT_NOISE = {
+    "1.1.1": ("THREE.Clock: This module has been deprecated",
+              "THREE.BufferGeometry.computeBoundingSphere(): Computed radius is NaN"),
+}
+
+
+def console_problems(messages: list[tuple[str, str]]) -> list[str]:
+    """Console errors and warnings (and uncaught page errors) other than viser's own noise."""
+    import viser
+
+    noise = VISER_CLIENT_NOISE.get(viser.__version__, ())
+    return [f"{kind}: {text}" for kind, text in messages
+            if kind in ("error", "warning", "pageerror") and not any(text.startswith(n) for n in noise)]
+
+
+def test_no_console_errors_and_the_budget_slider_follows_the_version(browser, viewer, tmp_path):
+    # Two versions of different sizes, pushed, switched, thinned to nothing and back: the browser
+    # console must stay clean (an empty push used to raise WebGL texture errors), and the
+    # point-budget slider's range must be the shown version's splat count.
+    app = view(viewer, splats=two_clusters(MANY), compressed=two_clusters(MANY // 3, seed=1), scene=demo_scene())
+    messages: list[tuple[str, str]] = []
+    page = browser.new_page(viewport=VIEWPORT)
+    page.on("console", lambda m: messages.append((m.type, m.text)))
+    page.on("pageerror", lambda e: messages.append(("pageerror", str(e))))
+    try:
+        page.goto(viewer.url, timeout=30_000)
+        page.get_by_text("Connected", exact=True).wait_for(state="visible", timeout=30_000)
+        wait_for_screen(page, lambda l, r: l["red"] > 2000 and r["green"] > 1000, "both clusters", tmp_path=tmp_path)
+        budget = gui_input(page, "Point budget")
+        assert budget.input_value() == str(2 * MANY) and int(app.gui_budget.max) == 2 * MANY
+        small = 2 * (MANY // 3)
+        app.gui_version.value = "compressed"  # type: ignore[misc]
+        wait_until(lambda: budget.input_value() == str(small), "the budget box to show the compressed version's count")
+        assert int(app.gui_budget.max) == small and app.shown_count == small
+        # the slider's range in the page (its max mark) follows too
+        page.get_by_text(str(small), exact=True).first.wait_for(state="visible", timeout=10_000)
+        app.gui_opacity.value = 1.0  # type: ignore[misc]  # no splat is that opaque: nothing to draw
+        wait_until(lambda: app.shown_count == 0, "the viewer to drop every splat")
+        page.wait_for_timeout(1500)  # asserting that no WebGL error follows needs a wait
+        app.gui_opacity.value = 0.0  # type: ignore[misc]
+        app.gui_version.value = "original"  # type: ignore[misc]
+        wait_until(lambda: budget.input_value() == str(2 * MANY), "the budget to return to the original's count")
+        wait_for_screen(page, lambda l, r: l["red"] > 2000 and r["green"] > 1000, "both clusters again", tmp_path=tmp_path)
+        page.wait_for_timeout(500)
+        problems = console_problems(messages)
+        assert not problems, f"browser console: {problems[:6]}"
+    finally:
+        page.close()
+        app.close()
+
+
+def test_start_view_frames_the_whole_scene_clear_of_the_panel(browser, viewer, tmp_path):
+    # A Blender-style rig (+z up, cameras looking down at the object from an arc) around a red
+    # ball on a blue disc: the first view shows all of it, level (ground below the ball), inside
+    # the part of the window the GUI panel leaves free.
+    from scenes.geometry import look_at
+    from scenes.types import SceneData
+
+    rng = np.random.default_rng(0)
+    n = 700
+    ball = rng.normal(size=(n, 3))
+    ball = ball / np.linalg.norm(ball, axis=1, keepdims=True) * 0.45 + [0, 0, 0.6]
+    r, a = 1.3 * np.sqrt(rng.uniform(size=n)), rng.uniform(0, 2 * np.pi, n)
+    disc = np.column_stack([r * np.cos(a), r * np.sin(a), np.zeros(n)])
+    rgb = np.concatenate([np.tile([0.95, 0.1, 0.1], (n, 1)), np.tile([0.1, 0.1, 0.95], (n, 1))])
+    means = np.concatenate([ball, disc]).astype(np.float32)
+    splats = Splats(means, np.tile(np.array([1.0, 0, 0, 0], np.float32), (2 * n, 1)),
+                    np.full((2 * n, 3), np.log(0.06), np.float32), np.full(2 * n, 3.0, np.float32),
+                    ((rgb - 0.5) / 0.28209479177387814).astype(np.float32), np.zeros((2 * n, 0, 3), np.float32))
+    eyes = [4.0 * np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
+            for az, el in zip(np.radians([-90, -40, 10, 60]), np.radians([25, 40, 30, 35]))]
+    T = np.array([look_at(e, [0.0, 0.0, 0.4]) for e in eyes])
+    K = np.array([[110.0, 0, 50], [0, 110.0, 50], [0, 0, 1]])
+    scene = SceneData(format="synthetic", root=Path("."), image_paths=(Path(""),) * 4, Ks=np.repeat(K[None], 4, 0),
+                      T_world_cam=T, width=100, height=100, train_ids=(0, 1, 2, 3), test_ids=(), near=1.0, far=8.0)
+    app = view(viewer, splats=splats, scene=scene, config=ViewerConfig(camera_images=False))
+    try:
+        page = open_page(browser, viewer.url)
+        deadline = time.monotonic() + 30
+        while True:
+            img = screenshot_rgb(page)
+            red = (img[..., 0] > 150) & (img[..., 1] < 100) & (img[..., 2] < 100)
+            blue = (img[..., 2] > 150) & (img[..., 0] < 100) & (img[..., 1] < 100)
+            if red.sum() > 3000 and blue.sum() > 3000:
+                break
+            assert time.monotonic() < deadline, f"the scene never appeared: red {red.sum()} blue {blue.sum()}"
+            page.wait_for_timeout(200)
+        page.wait_for_timeout(1000)  # viser fades new splats in
+        img = screenshot_rgb(page)
+        from PIL import Image
+
+        Image.fromarray(img.astype(np.uint8)).save(tmp_path / "start_view.png")
+        red = (img[..., 0] > 150) & (img[..., 1] < 100) & (img[..., 2] < 100)
+        blue = (img[..., 2] > 150) & (img[..., 0] < 100) & (img[..., 1] < 100)
+        ys, xs = np.nonzero(red | blue)
+        h, w = img.shape[:2]
+        # whole: nothing touches the window's edges; clear of the panel (its left edge is near x = 945)
+        assert ys.min() > 10 and ys.max() < h - 10 and xs.min() > 10, (ys.min(), ys.max(), xs.min())
+        assert xs.max() < 930, f"the scene reaches under the GUI panel (x up to {xs.max()}); {tmp_path}"
+        # level and upright: the ball above the ground, the ground's left and right ends at one height
+        assert np.nonzero(red)[0].mean() < np.nonzero(blue)[0].mean() - 20
+        by, bx = np.nonzero(blue)
+        left, right = by[bx < np.quantile(bx, 0.05)].mean(), by[bx > np.quantile(bx, 0.95)].mean()
+        assert abs(left - right) < 0.06 * (bx.max() - bx.min()), (left, right)
+        # and big enough to look at: the scene spans a third of the window's height at least
+        assert ys.max() - ys.min() > h / 3
         page.close()
     finally:
         app.close()

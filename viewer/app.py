@@ -7,6 +7,7 @@ to the client that asked for it (or to every client following the camera).
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
@@ -18,10 +19,12 @@ from viewer.render import AdaptiveResolution, SplatRenderer, timed_render
 from viewer.server import (
     ViewerHandle,
     client_camera,
+    frame_view,
     initial_view_from_scene,
     select_splats,
     show_cameras,
     show_splats,
+    splat_bounds,
 )
 
 if TYPE_CHECKING:
@@ -47,6 +50,11 @@ class ViewerConfig:
     """Longest side of a single "Render view" image (the client's viewport, capped)."""
     render_backend: Backend = "auto"
     """Rasterizer backend of server renders (reconstruct.raster.rasterize): auto picks by device."""
+    file_fov_deg: float = 50.0
+    """Vertical field of view of the start view of a splat file shown without cameras."""
+    up_world: tuple[float, float, float] | None = None
+    """Up of the view (orbiting keeps it level); None = the gravity up of the run's training
+    cameras, or for a splat file without cameras the .ply frame's -y (what our exports use)."""
 
 
 class ViewerApp:
@@ -100,14 +108,21 @@ class ViewerApp:
     # -- scene ---------------------------------------------------------------------------------
 
     def _build_scene(self) -> None:
+        bounds = splat_bounds(self.versions[self.version]) if self.versions else None
+        up = None if self.config.up_world is None else np.asarray(self.config.up_world, np.float64)
         if self.scene is not None:
-            center = None
-            if self.versions:
-                center = np.median(self.versions[self.version].means, axis=0)
-            initial_view_from_scene(self.server, self.scene, center=center)
+            center, radius = bounds if bounds is not None else (None, None)
+            initial_view_from_scene(self.server, self.scene, center=center, radius=radius, up_world=up)
             self.camera_handles = show_cameras(
                 self.server, self.scene, with_images=self.config.camera_images, visible=self.gui_cameras.value
             )
+        elif bounds is not None:  # a splat file: the .ply frame's up (-y) unless told, seen level from a little above
+            from reconstruct.upright import PLY_UP, align_up
+
+            up = PLY_UP if up is None else up / np.linalg.norm(up)
+            forward = align_up(PLY_UP, target=up) @ np.array([0.0, 0.35, 1.0])  # the .ply frame's front, turned with up
+            frame_view(self.server, center=bounds[0], radius=bounds[1], forward_world=forward, up_world=up,
+                       fov=math.radians(self.config.file_fov_deg))
         self.refresh_splats()
 
     def refresh_splats(self) -> int:
@@ -120,7 +135,7 @@ class ViewerApp:
             self._splat_node = show_splats(
                 self.server, splats.subset(keep), name="/splats", visible=not (self.gui_follow.value or self._rendered)
             )
-            self.shown_count = len(keep)
+            self.shown_count = len(keep) if self._splat_node is not None else 0
         # The `.value = ...` ignores: viser 1.1 defines the setter apart from the getter, so mypy sees
         # a read-only property.
         self.gui_shown.value = f"{self.shown_count:,} of {len(splats):,}"  # type: ignore[misc]
@@ -130,7 +145,7 @@ class ViewerApp:
 
     def _build_gui(self) -> None:
         gui = self.server.gui
-        n_max = max((len(s) for s in self.versions.values()), default=0)
+        n_max = len(self.versions[self.version]) if self.versions else 0  # the slider follows the shown version
         has_splats = n_max > 0
         with gui.add_folder("Splats", visible=has_splats):
             if len(self.versions) > 1:
@@ -179,8 +194,24 @@ class ViewerApp:
 
     def _switch_version(self) -> None:
         self.version = str(self.gui_version.value)
+        self._fit_budget()
         self.refresh_splats()
         self._rerender()
+
+    def _fit_budget(self) -> None:
+        """The point-budget slider follows the shown version: its maximum is that version's splat
+        count; a budget at the old maximum ("all") stays at the new one, a smaller one is kept
+        (capped at the new maximum)."""
+        n = len(self.versions[self.version])
+        old_max, value = int(self.gui_budget.max), int(self.gui_budget.value)
+        new_max = max(n, 2)
+        new_value = max(1, n if value >= old_max else min(value, n))
+        if new_max < old_max:  # shrinking: lower the value before the range, so it never lies outside
+            self.gui_budget.value = new_value  # type: ignore[misc]
+            self.gui_budget.max = new_max  # type: ignore[misc]
+        else:
+            self.gui_budget.max = new_max  # type: ignore[misc]
+            self.gui_budget.value = new_value  # type: ignore[misc]
 
     def _set_follow(self, follow: bool, *, clear: bool = False) -> None:
         """Follow mode on: browser splats hidden, every camera move re-rendered on the server.

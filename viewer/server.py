@@ -120,19 +120,30 @@ def show_splats(
     max_count: int | None = None,
     min_opacity: float = 0.0,
     visible: bool = True,
-) -> "viser.GaussianSplatHandle":
+) -> "viser.GaussianSplatHandle | None":
     """Add (or replace) ``splats`` as a Gaussian-splat node rendered in the browser.
 
     Colors are the view-independent SH degree-0 term (the browser renderer has no SH);
-    ``max_count`` / ``min_opacity`` thin the set with :func:`select_splats`.
+    ``max_count`` / ``min_opacity`` thin the set with :func:`select_splats`. Splats with a
+    non-finite center, covariance, color or opacity are left out (a NaN splat breaks the browser's
+    sort). Nothing is sent when no splat is left: an empty buffer makes the client allocate
+    zero-sized textures (WebGL errors); any node already under ``name`` is removed instead and
+    None returned.
     """
     if max_count is not None or min_opacity > 0.0:
         splats = splats.subset(select_splats(splats, max_count=max_count, min_opacity=min_opacity))
-    n = len(splats)
     centers = np.ascontiguousarray(splats.means, dtype=np.float32)  # [N, 3]
     covariances = splat_covariances(splats)  # [N, 3, 3]
     rgbs = splats.rgb.astype(np.float32)  # [N, 3]
-    opacities = splats.opacities.astype(np.float32).reshape(n, 1)  # [N, 1]
+    opacities = splats.opacities.astype(np.float32).reshape(-1, 1)  # [N, 1]
+    finite = (np.isfinite(centers).all(1) & np.isfinite(covariances).all((1, 2)) & np.isfinite(rgbs).all(1)
+              & np.isfinite(opacities[:, 0]))
+    if not finite.all():
+        log.warning("viewer: %d of %d splats have non-finite values; not shown", int((~finite).sum()), len(finite))
+        centers, covariances, rgbs, opacities = centers[finite], covariances[finite], rgbs[finite], opacities[finite]
+    if len(centers) == 0:
+        server.scene.remove_by_name(name)
+        return None
     return server.scene.add_gaussian_splats(
         name, centers=centers, covariances=covariances, rgbs=rgbs, opacities=opacities, visible=visible
     )
@@ -198,8 +209,11 @@ def scene_extent(scene: "SceneData") -> float:
 
 
 def default_frustum_scale(scene: "SceneData") -> float:
-    """Default frustum size for ``scene``: a small fraction of its extent."""
-    return 0.04 * scene_extent(scene)
+    """Default frustum size for ``scene``: a small fraction of its extent (1.5%: after viser's
+    volume normalization (:func:`frustum_depth`) a frustum of the demo's 50-degree cameras reaches
+    about 12% of the way from a camera to the scene, where 4% made it 31% and its image hid the
+    scene from any start view near the cameras)."""
+    return 0.015 * scene_extent(scene)
 
 
 def frustum_depth(fov: float, aspect: float, scale: float) -> float:
@@ -258,54 +272,112 @@ def _vec3(v: np.ndarray) -> tuple[float, float, float]:
     return (x, y, z)
 
 
-def set_initial_view(
+def splat_bounds(splats: Splats, *, quantile: float = 0.01, min_opacity: float = 0.1) -> tuple[np.ndarray, float]:
+    """(centre [3], radius) of what a viewer should frame, from the splats with opacity >=
+    ``min_opacity`` (all of them when none is): the centre of the box between their ``quantile``
+    and 1 - ``quantile`` positions along each axis, and the 1 - ``quantile`` quantile of their
+    distances from it (a few stray floaters neither move nor grow the view) plus three standard
+    deviations of a typical splat."""
+    assert len(splats) > 0, "no splats to frame"
+    keep = splats.opacities >= min_opacity
+    means = (splats.means[keep] if keep.any() else splats.means).astype(np.float64)
+    means = means[np.isfinite(means).all(axis=1)]
+    if len(means) == 0:
+        return np.zeros(3), 1.0
+    lo, hi = np.quantile(means, [quantile, 1.0 - quantile], axis=0)
+    center = 0.5 * (lo + hi)
+    radius = float(np.quantile(np.linalg.norm(means - center, axis=1), 1.0 - quantile))
+    sizes = (splats.scales[keep] if keep.any() else splats.scales).max(axis=1)
+    sizes = sizes[np.isfinite(sizes)]
+    return center, radius + (3.0 * float(np.median(sizes)) if len(sizes) else 0.0)
+
+
+def framing_distance(radius: float, fov: float, *, aspect: float = 1.0, margin: float = 1.15) -> float:
+    """Distance from which a sphere of ``radius`` fills at most 1 / ``margin`` of the narrower of a
+    pinhole's vertical field of view ``fov`` (radians) and its horizontal one at ``aspect``."""
+    half = 0.5 * min(fov, 2.0 * math.atan(math.tan(0.5 * fov) * aspect))
+    return margin * max(radius, 1e-6) / math.sin(half)
+
+
+def frame_view(
     server: "viser.ViserServer",
-    T_world_cam: np.ndarray,
-    K: np.ndarray,
-    height: int,
     *,
-    look_distance: float = 1.0,
-    up_world: np.ndarray | None = None,
-) -> None:
-    """Start new clients at camera ``T_world_cam`` [4, 4] (OpenCV) with intrinsics ``K`` [3, 3].
+    center: np.ndarray,
+    radius: float,
+    forward_world: np.ndarray,
+    up_world: np.ndarray,
+    fov: float,
+    max_distance: float | None = None,
+    max_fov: float = math.radians(75.0),
+) -> tuple[np.ndarray, float]:
+    """Start new clients level (image up = ``up_world``, also the orbit up) looking along
+    ``forward_world`` at ``center``, from the distance that shows a sphere of ``radius`` whole
+    with field of view ``fov`` (:func:`framing_distance`; the panel-free part of a landscape
+    window is about square, so the vertical field of view decides). When that is farther than
+    ``max_distance`` (the camera the view starts from, whose frustum would otherwise fill it)
+    the eye stays at ``max_distance`` and the field of view widens to fit (at most ``max_fov``).
+    Returns (eye [3], vertical fov in radians)."""
+    from scenes.geometry import look_at
 
-    The orbit center is ``look_distance`` along the optical axis; ``up_world`` (default: the
-    camera's own up, -y) becomes the scene's up direction so orbiting feels natural.
-    """
-    assert T_world_cam.shape == (4, 4) and K.shape == (3, 3), (T_world_cam.shape, K.shape)
-    R, t = T_world_cam[:3, :3], T_world_cam[:3, 3]
-    up = -R[:, 1] if up_world is None else np.asarray(up_world, dtype=np.float64)
+    up = np.asarray(up_world, np.float64)
     up = up / max(float(np.linalg.norm(up)), 1e-12)
+    fwd = np.asarray(forward_world, np.float64)
+    fwd = fwd / max(float(np.linalg.norm(fwd)), 1e-12)
+    if abs(float(fwd @ up)) > 0.98:  # looking straight down or up: tilt towards a horizontal axis
+        side = np.cross(up, [1.0, 0.0, 0.0] if abs(up[0]) < 0.9 else [0.0, 1.0, 0.0])
+        fwd = fwd + 0.5 * side / np.linalg.norm(side)
+        fwd /= np.linalg.norm(fwd)
+    center = np.asarray(center, np.float64)
+    distance = framing_distance(radius, fov)
+    if max_distance is not None and distance > max_distance > 0:
+        needed = 2.0 * math.asin(min(1.0, 1.15 * radius / max_distance))
+        fov = max(fov, min(needed, max_fov))
+        distance = max(max_distance, framing_distance(radius, fov))
+    eye = center - fwd * distance
+    T = look_at(eye, center, up=up)
     server.scene.set_up_direction(_vec3(up))
-    server.initial_camera.position = _vec3(t)
-    server.initial_camera.look_at = _vec3(t + R[:, 2] * look_distance)
-    server.initial_camera.up = _vec3(-R[:, 1])
-    server.initial_camera.fov = vertical_fov(K, height)
+    server.initial_camera.position = _vec3(eye)
+    server.initial_camera.look_at = _vec3(center)
+    server.initial_camera.up = _vec3(-T[:3, 1])
+    server.initial_camera.fov = fov
+    return eye, fov
 
 
-def initial_view_from_scene(server: "viser.ViserServer", scene: "SceneData", *, center: np.ndarray | None = None) -> None:
-    """Initial view = first training camera, looking at the scene center (``center`` [3], default
-    the point on its optical axis closest to the other cameras' axes; else mid-depth)."""
+def scene_center(scene: "SceneData") -> np.ndarray:
+    """[3] the point nearest every training camera's optical axis (mid-depth in front of the
+    first camera when the axes do not meet in front of them)."""
+    ids = list(scene.train_ids) or [0]
+    T = scene.T_world_cam[ids]
+    A = sum(np.eye(3) - np.outer(d, d) for d in T[:, :3, 2])
+    b = sum((np.eye(3) - np.outer(d, d)) @ c for d, c in zip(T[:, :3, 2], T[:, :3, 3]))
+    first = T[0]
+    fallback = first[:3, 3] + first[:3, 2] * 0.5 * (scene.near + scene.far)
+    if len(ids) < 2 or np.linalg.cond(A) > 1e6:
+        return fallback
+    p = np.linalg.solve(A, b)
+    return p if float((p - first[:3, 3]) @ first[:3, 2]) > 0 else fallback
+
+
+def initial_view_from_scene(server: "viser.ViserServer", scene: "SceneData", *, center: np.ndarray | None = None,
+                            radius: float | None = None, up_world: np.ndarray | None = None) -> None:
+    """Initial view: from the first training camera's direction, level with the gravity up
+    of the training cameras (reconstruct.upright), framing the sphere (``center`` [3], ``radius``;
+    default: :func:`scene_center`, and the near..far depth range of the scene), with no camera
+    frustum in front of the view (:func:`frame_view`). ``up_world`` [3] overrides the gravity up."""
+    from reconstruct.upright import scene_up
+
     i = scene.train_ids[0] if scene.train_ids else 0
     T = scene.T_world_cam[i]
-    forward = T[:3, 2]
     if center is None:
-        distance = 0.5 * (scene.near + scene.far)
-    else:
-        distance = float(np.dot(np.asarray(center, dtype=np.float64) - T[:3, 3], forward))
-        if not np.isfinite(distance) or distance <= 1e-6:
-            distance = 0.5 * (scene.near + scene.far)
-    ups = -scene.T_world_cam[list(scene.train_ids) or [i], :3, 1]
-    up = ups.mean(axis=0)
-    if np.linalg.norm(up) < 1e-3:  # cameras all around with no agreement: keep the first one's
-        up = -T[:3, 1]
-    # Step just past the camera's own frustum (see show_cameras), or its image would fill the
-    # whole first view.
-    depth = frustum_depth(vertical_fov(scene.Ks[i], scene.height), scene.width / scene.height, default_frustum_scale(scene))
-    step = min(1.2 * depth, 0.5 * distance)
-    T = T.copy()
-    T[:3, 3] += forward * step
-    set_initial_view(server, T, scene.Ks[i], scene.height, look_distance=distance - step, up_world=up)
+        center = scene_center(scene)
+    if radius is None:
+        radius = 0.5 * float(scene.far - scene.near)
+    fov = vertical_fov(scene.Ks[i], scene.height)
+    # in front of the first camera's frustum (its image plane), or that image fills the view
+    depth = frustum_depth(fov, scene.width / scene.height, default_frustum_scale(scene))
+    frame_view(server, center=center, radius=radius, forward_world=np.asarray(center) - T[:3, 3],
+               up_world=scene_up(scene).up_world if up_world is None else up_world, fov=fov,
+               max_distance=float(np.linalg.norm(np.asarray(center) - T[:3, 3])) - 1.5 * depth)
 
 
 def client_camera(camera: "viser.CameraHandle", *, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
