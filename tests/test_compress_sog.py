@@ -46,8 +46,8 @@ def test_written_sog_is_what_the_quantizer_renders(tmp_path):
 
 def test_palette_size_follows_the_count():
     cfg = SogQuantizeConfig()
-    assert palette_entries(22_000, cfg) == 512  # 22k / 32 = 688 -> 2^9
-    assert palette_entries(1_000_000, cfg) == 32768
+    assert palette_entries(22_000, cfg) == 256  # 22k / 64 = 344 -> 2^8
+    assert palette_entries(1_000_000, cfg) == 16384
     assert palette_entries(100, cfg) == 100  # never more entries than Gaussians
     assert palette_entries(10_000_000, cfg) == 65536
     assert palette_entries(5000, SogQuantizeConfig(palette=300)) == 300

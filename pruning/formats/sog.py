@@ -254,12 +254,15 @@ def pack(data: SogData, *, layout: str = "morton") -> dict[str, bytes]:
     def numbers(a: np.ndarray) -> list[float]:
         return [float(v) for v in np.asarray(a).reshape(-1)]
 
+    def codebook(a: np.ndarray) -> list[float]:  # the shortest text that reads back as the same float32
+        return [float(str(v)) for v in np.asarray(a, np.float32).reshape(-1)]
+
     meta = {
         "version": 2, "asset": {"generator": "recon"}, "count": n,
         "means": {"mins": numbers(s.means_min), "maxs": numbers(s.means_max), "files": FILES["means"]},
-        "scales": {"codebook": numbers(s.scales_codebook), "files": FILES["scales"]},
+        "scales": {"codebook": codebook(s.scales_codebook), "files": FILES["scales"]},
         "quats": {"files": FILES["quats"]},
-        "sh0": {"codebook": numbers(s.sh0_codebook), "files": FILES["sh0"]},
+        "sh0": {"codebook": codebook(s.sh0_codebook), "files": FILES["sh0"]},
     }
     if s.shN_palette is not None and s.shN_labels is not None and s.shN_codebook is not None:
         count, c = s.shN_palette.shape[:2]
@@ -271,7 +274,7 @@ def pack(data: SogData, *, layout: str = "morton") -> dict[str, bytes]:
         lab = np.zeros((n, 4), np.uint8)
         lab[:, 0], lab[:, 1], lab[:, 3] = labels & 0xFF, labels >> 8, 255
         out["shN_labels.webp"] = _webp(lab, width, height)
-        meta["shN"] = {"count": int(count), "bands": s.sh_degree, "codebook": numbers(s.shN_codebook),
+        meta["shN"] = {"count": int(count), "bands": s.sh_degree, "codebook": codebook(s.shN_codebook),
                        "files": FILES["shN"]}
     return {"meta.json": json.dumps(meta, separators=(",", ":")).encode(), **out}
 
