@@ -64,3 +64,44 @@ def test_compress_writes_the_fine_tuned_sog(tmp_path):
     assert abs(report["psnr_sog"] - report["psnr_after"]) < 1e-3, (report["psnr_sog"], report["psnr_after"])
     assert report["psnr_after"] > 25, report["psnr_after"]
     assert report["sog_bytes"] == (tmp_path / "scene.sog").stat().st_size
+
+
+def test_bench_compares_with_splat_transform(tmp_path, monkeypatch):
+    """The bench's comparison on a tiny run: ours without and with masks, splat-transform's row
+    (or a note when it is absent), every file decoded by our reader and scored."""
+    import shutil as _shutil
+
+    from recon.bench import compress_sog
+    from reconstruct.run import Run
+
+    gt = _gt_splats(200, seed=3)
+    scene = _scene(gt)
+
+    class _Cfg:
+        optim = loss = None
+
+    class _Run:
+        splat_config = _Cfg()
+        splats_path = tmp_path / "splats.ply"
+
+        def scene(self):
+            return scene
+
+        def splats(self):
+            return gt
+
+    from pruning.formats import write_splats
+
+    write_splats(_Run.splats_path, gt, format="ply")
+    monkeypatch.setattr(Run, "open", staticmethod(lambda _: _Run()))
+    monkeypatch.setattr("reconstruct.run.resolve_device", lambda _: torch.device("cpu"))
+    tool = compress_sog.splat_transform(None)
+    res = compress_sog.compare(tmp_path, steps=5, st_iterations=1, tool=tool if _shutil.which("node") else "/nonexistent",
+                               progress=False)
+    rows = {r["variant"]: r for r in res["rows"]}
+    assert {"recon compress", "recon compress, masks"} <= set(rows)
+    assert res["ply_bytes"] == _Run.splats_path.stat().st_size
+    for r in rows.values():
+        assert r["bytes"] > 0 and r["x_ply"] > 0 and np.isfinite(r["psnr"]), r  # 200 splats: SOG need not beat .ply
+    assert ("splat-transform -i 1" in rows) != (res["st_note"] is not None)
+    compress_sog.print_table(res)
