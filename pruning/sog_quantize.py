@@ -14,6 +14,11 @@ per-Gaussian parameters as if the quantizer were the identity):
   coefficient through a 256-entry 1-D codebook (meta.shN.codebook). The palette entries are learned
   through the render (Adam); the per-Gaussian shN parameters are frozen.
 
+Every stored field keeps SOG's layout and sizes (16-bit positions, 8-bit components, 256-entry
+codebooks in the file); the config can leave the low bits zero and use fewer codebook entries
+(defaults: 12 position bits, 6 rotation bits, 64 scale and DC color levels), which makes the WebP
+textures smaller for a PSNR cost the fine-tuning absorbs.
+
 The 1-D codebooks start from a 1-D k-means (pruning.formats._kmeans) and follow the values by an
 EMA of the values nearest each entry; every Gaussian takes its nearest entry at every step.
 ``encode(params)`` runs the same torch code and returns the integer codes and codebooks as a
