@@ -106,8 +106,8 @@ class Attribute:
         return Attribute("raw", {"values": np.ascontiguousarray(v.astype(dtype))})
 
     @staticmethod
-    def vq(codes: np.ndarray, codebook: np.ndarray) -> "Attribute":
-        book = np.ascontiguousarray(np.asarray(codebook, np.float16))
+    def vq(codes: np.ndarray, codebook: np.ndarray, dtype: str = "float16") -> "Attribute":
+        book = np.ascontiguousarray(np.asarray(codebook, dtype))
         return Attribute("vq", {"codes": np.asarray(codes).astype(code_dtype(book.shape[0])), "codebook": book})
 
     @staticmethod

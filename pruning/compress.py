@@ -3,11 +3,16 @@
 Phases on a finished splat run (each optional; with no flag given, masks and codebooks both run):
 
 1. masks: learnable masks fine-tuned for ``mask_steps`` (pruning.masks), masked Gaussians removed;
-2. quantize: RVQ scale/rotation + k-means color codebooks fine-tuned in the loop for
-   ``quantize_steps`` (pruning.quantize);
-3. the artifact RUN/compressed/ (pruning.artifact) is written, decoded back, and the decoded splats
-   are scored on the test views, so "after" is what a reader of the artifact gets. The decoded
-   splats are also exported as a PlayCanvas compressed .ply when that writer exists.
+2. quantize: ``codebooks="sog"`` (the default) fine-tunes with every attribute as PlayCanvas SOG
+   stores it (pruning.sog_quantize: 16-bit log positions, smallest-three rotations, 256-entry
+   scale and color codebooks, an SH palette) for ``quantize_steps``; ``"rvq"`` fine-tunes the
+   RVQ scale/rotation + k-means color codebooks of pruning.quantize;
+3. RUN/compressed/scene.sog is written (with "sog" codebooks: from the fine-tuned codes, nothing
+   quantized again, so the file a player opens is the state that was fine-tuned; otherwise SOG's
+   quantization of the decoded artifact), read back with our reader and scored on the test views.
+   The artifact RUN/compressed/ (pruning.artifact; with "sog" codebooks it holds the same values
+   losslessly) is written, decoded back and scored, so "after" is what a reader of the artifact
+   gets. The decoded splats are also exported as a PlayCanvas compressed .ply.
 
 The report (RUN/compressed/report.json) holds Gaussians, bytes and PSNR/SSIM before and after.
 """
@@ -20,7 +25,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from typing import Literal
+
 from pruning.quantize import QuantizeConfig
+from pruning.sog_quantize import SogQuantizeConfig
 from scenes.errors import ReconError
 
 
@@ -50,8 +58,13 @@ class CompressConfig:
     (positions at the run's final rate); mask logits and codebooks keep their own. At the run's rates
     (1.0) 300 plain steps on fern 3 views cost 0.10 dB (the views overfit without the run's priors);
     at 0.1 they cost nothing (+0.02)."""
+    codebooks: Literal["sog", "rvq"] = "sog"
+    """What the codebook phase trains: "sog" = SOG's own quantization (scene.sog is the fine-tuned
+    state), "rvq" = RVQ scale/rotation and k-means color codebooks for the artifact."""
     quant: QuantizeConfig = field(default_factory=QuantizeConfig)
-    """Codebook sizes."""
+    """Codebook sizes of the "rvq" codebooks."""
+    sog: SogQuantizeConfig = field(default_factory=SogQuantizeConfig)
+    """The "sog" codebooks (SH palette size, EMA)."""
     device: str = "auto"
     """auto = the accelerator when there is one, else CPU."""
     seed: int = 0
@@ -61,8 +74,8 @@ class CompressConfig:
     export_compressed_ply: bool = True
     """Also write RUN/compressed/splats.compressed.ply from the decoded artifact."""
     export_sog: bool = True
-    """Also write RUN/compressed/scene.sog (PlayCanvas SOG v2) from the decoded artifact, read it back
-    with our reader and score it on the test views (what a SOG player shows)."""
+    """Write RUN/compressed/scene.sog (PlayCanvas SOG v2), read it back with our reader and score it on
+    the test views (what a SOG player shows). Always written with "sog" codebooks."""
     admm_steps: int = 500
     """ADMM fine-tuning steps (NeRF runs)."""
     admm_table_shrink: int = 2
@@ -130,6 +143,30 @@ def quantize_phase(splats, scene, cfg: CompressConfig, *, optim, loss, device) -
     return quantizer.encode(method.model.params), history, sizes
 
 
+def sog_phase(splats, scene, cfg: CompressConfig, *, optim, loss, device) -> tuple:
+    """SOG's quantization in the loop on ``splats``: (SogData of the fine-tuned state, history, sizes)."""
+    from pruning.sog_quantize import SogQuantizer
+
+    method = _finetune(splats, scene, cfg, cfg.quantize_steps, optim=optim, loss=loss, device=device,
+                       seed=cfg.seed + 1, frozen=SogQuantizer.frozen)
+    quantizer = SogQuantizer(method.model.params, cfg.sog)
+    method.modifiers.append(quantizer.modifier)
+    method.after_step.append(quantizer.after_step)
+    history = _run(method, cfg.quantize_steps, "sog codebooks", cfg)
+    data = quantizer.encode(method.model.params)
+    sizes = {"scales": len(data.scales_codebook), "sh0": len(data.sh0_codebook),
+             "shN_palette": 0 if data.shN_palette is None else len(data.shN_palette)}
+    return data, history, sizes
+
+
+def _max_error(a, b) -> float:
+    """Largest absolute difference over every attribute of two splat sets in the same order."""
+    import numpy as np
+
+    fields = ("means", "quats", "log_scales", "opacities", "sh0", "shN")
+    return max(float(np.abs(getattr(a, f).astype(np.float64) - getattr(b, f)).max(initial=0.0)) for f in fields)
+
+
 def compress_splats(splats, scene, out_dir: Path, cfg: CompressConfig, *, optim=None, loss=None,
                     before: dict | None = None) -> dict:
     """Run the phases on ``splats`` trained on ``scene``; write the artifact into ``out_dir``.
@@ -138,6 +175,7 @@ def compress_splats(splats, scene, out_dir: Path, cfg: CompressConfig, *, optim=
     Returns the report dict.
     """
     from pruning.artifact import CompactSplats, artifact_bytes, load_artifact, save_artifact
+    from pruning.orient import player_orientation, scene_in_player_frame, to_player_frame
     from reconstruct.config import LossConfig, OptimConfig
     from reconstruct.run import resolve_device
 
@@ -155,7 +193,22 @@ def compress_splats(splats, scene, out_dir: Path, cfg: CompressConfig, *, optim=
         splats, history["masks"] = mask_phase(splats, scene, cfg, **kw)
         timings["masks_seconds"] = time.perf_counter() - t0
     report["n_after"] = len(splats)
-    if cfg.quantize:
+    sog_data = player_decoded = None
+    orientation = player_orientation("auto", scene=scene)
+    player_scene = scene_in_player_frame(scene, orientation)
+    report["up_world"] = None if orientation.up_world is None else orientation.up_world.tolist()
+    if cfg.quantize and cfg.codebooks == "sog":
+        from pruning.sog_quantize import sog_compact
+
+        # SOG's codes are per axis: the phase runs with splats and cameras turned into the file's
+        # frame (renders are unchanged by a joint rotation), so the file needs no second quantization.
+        t0 = time.perf_counter()
+        sog_data, history["codebooks"], report["codebooks"] = sog_phase(
+            to_player_frame(splats, orientation), player_scene, cfg, **kw)
+        timings["quantize_seconds"] = time.perf_counter() - t0
+        player_decoded = sog_data.decode()
+        compact = sog_compact(sog_data, R_world_file=None if orientation.kept else orientation.R_file_world.T)
+    elif cfg.quantize:
         t0 = time.perf_counter()
         compact, history["codebooks"], report["codebooks"] = quantize_phase(splats, scene, cfg, **kw)
         timings["quantize_seconds"] = time.perf_counter() - t0
@@ -168,23 +221,42 @@ def compress_splats(splats, scene, out_dir: Path, cfg: CompressConfig, *, optim=
     report.update(psnr_after=after["psnr"], ssim_after=after["ssim"])
     report["compressed_ply_bytes"] = None
     if cfg.export_compressed_ply:
-        from pruning.formats import write_splats
+        from pruning.orient import write_player_file
 
-        path = write_splats(out_dir / "splats.compressed.ply", decoded, format="compressed-ply")
+        path, _ = write_player_file(out_dir / "splats.compressed.ply", decoded, format="compressed-ply",
+                                    orientation=orientation)  # upright, as every player file
         report["compressed_ply_bytes"] = path.stat().st_size
     report["sog_bytes"] = None
-    if cfg.export_sog:
+    if cfg.export_sog or sog_data is not None:
+        from pruning.formats import read_splats, sog
         from pruning.orient import write_player_file
 
         t0 = time.perf_counter()
-        path, sog_world = write_player_file(out_dir / "scene.sog", decoded, format="sog", scene=scene)  # upright
+        if sog_data is not None:  # fine-tuned in the player frame: the codes are the file
+            path = sog.write_data(out_dir / "scene.sog", sog_data)
+            back, sog_scene = read_splats(path), player_scene
+        else:
+            path, back = write_player_file(out_dir / "scene.sog", decoded, format="sog", orientation=orientation)
+            sog_scene = scene
         timings["sog_seconds"] = time.perf_counter() - t0
-        sog = _score(sog_world, scene, device)
+        scored = _score(back, sog_scene, device)
         report.update(sog_bytes=path.stat().st_size, sog_bytes_per_splat=path.stat().st_size / max(len(decoded), 1),
-                      psnr_sog=sog["psnr"], ssim_sog=sog["ssim"])
+                      psnr_sog=scored["psnr"], ssim_sog=scored["ssim"], sog_trained=sog_data is not None)
+        if sog_data is not None:  # the file holds the fine-tuned values: rows in texel order, compare as sets
+            report["sog_max_error"] = _max_error(*_same_order(back, player_decoded))
     timings["total_seconds"] = time.perf_counter() - t_start
     report.update(timings=timings, history=history, config=json.loads(json.dumps(dataclasses.asdict(cfg), default=str)))
     return report
+
+
+def _same_order(a, b) -> tuple:
+    """``a`` and ``b`` (the same splats in two orders) both sorted by position."""
+    import numpy as np
+
+    def sort(s):
+        return s.subset(np.lexsort(s.means.T[::-1]))
+
+    return sort(a), sort(b)
 
 
 def compress_run(run, cfg: CompressConfig, *, admm: bool = False, auto: bool = False) -> dict:
@@ -210,6 +282,8 @@ def compress_run(run, cfg: CompressConfig, *, admm: bool = False, auto: bool = F
         report = compress_splats(splats, scene, out_dir, cfg, optim=train_cfg.optim, loss=train_cfg.loss)
         report["ply_bytes"] = run.splats_path.stat().st_size
         report["ratio"] = report["ply_bytes"] / max(report["artifact_bytes"], 1)
+        if report.get("sog_bytes"):
+            report["sog_ratio"] = report["ply_bytes"] / report["sog_bytes"]
         report["run"] = str(run.root)
         run.write_json(out_dir / run.REPORT, report)
     return report

@@ -203,8 +203,13 @@ class CompressCommand:
     """Codebook fine-tuning steps."""
     lr_scale: float = 0.1
     """Learning rates of the splat attributes while fine-tuning, relative to the run's."""
+    codebooks: Literal["sog", "rvq"] = "sog"
+    """What --quantize trains: "sog" = PlayCanvas SOG's own quantization, so RUN/compressed/scene.sog is
+    the fine-tuned state; "rvq" = RVQ scale/rotation and k-means color codebooks for the artifact."""
+    palette: int = 0
+    """SOG codebooks: SH palette entries (0 = a 64th of the Gaussians, as a power of two, 256..65536)."""
     color_entries: int = 4096
-    """Entries of each color codebook (sh0 and higher SH bands)."""
+    """RVQ codebooks: entries of each color codebook (sh0 and higher SH bands)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """auto = the accelerator when there is one, else CPU."""
     admm_steps: int = 500
@@ -221,6 +226,7 @@ class CompressCommand:
         from pruning.compress import CompressConfig, compress_run
         from recon.report import print_compress_report
         from pruning.quantize import QuantizeConfig
+        from pruning.sog_quantize import SogQuantizeConfig
         from reconstruct.run import Run
         from scenes.errors import ReconError
 
@@ -229,11 +235,14 @@ class CompressCommand:
                 raise ReconError(None, f"--{name.replace('_', '-')} must be at least 1")
         if not 0 < self.admm_budget <= 1 or self.lr_scale <= 0 or self.mask_lambda < 0 or self.mask_lr <= 0:
             raise ReconError(None, "--admm-budget must be in (0, 1], --lr-scale and --mask-lr > 0, --mask-lambda >= 0")
+        if not 0 <= self.palette <= 65536:
+            raise ReconError(None, f"--palette must be 0 (auto) or 1..65536, got {self.palette}")
         none = not (self.masks or self.quantize or self.admm)
         cfg = CompressConfig(
             masks=self.masks or none, quantize=self.quantize or none, mask_steps=self.mask_steps,
             mask_lambda=self.mask_lambda, mask_lr=self.mask_lr, quantize_steps=self.quantize_steps, lr_scale=self.lr_scale,
             quant=QuantizeConfig(sh0_entries=self.color_entries, shN_entries=self.color_entries),
+            codebooks=self.codebooks, sog=SogQuantizeConfig(palette=self.palette),
             device=self.device, progress=not self.json, admm_steps=self.admm_steps, admm_budget=self.admm_budget,
             admm_table_shrink=self.admm_table_shrink,
         )

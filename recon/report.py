@@ -56,7 +56,7 @@ def print_compress_report(report: dict, *, json_out: bool) -> None:
             Console(file=sys.stdout).print(table)
         return
     if json_out:
-        wanted = [*JSON_KEYS, "compressed_ply_bytes", "sog_bytes", "psnr_sog", "ratio"]
+        wanted = [*JSON_KEYS, "compressed_ply_bytes", "sog_bytes", "psnr_sog", "ratio", "sog_ratio", "sog_trained"]
         print(json.dumps({k: report.get(k) for k in wanted if k in report or k in JSON_KEYS}))
         return
     from rich.console import Console
@@ -69,8 +69,9 @@ def print_compress_report(report: dict, *, json_out: bool) -> None:
     table.add_row("Gaussians", f"{report['n_before']:,}", f"{report['n_after']:,}")
     table.add_row("bytes", f"{report['ply_bytes']:,} (.ply)", f"{report['artifact_bytes']:,} (artifact)")
     if report.get("sog_bytes"):
-        table.add_row("scene.sog", "", f"{report['sog_bytes']:,} ({report['sog_bytes_per_splat']:.1f} B/splat, "
-                                       f"{report['psnr_sog']:.3f} dB)")
+        how = "fine-tuned" if report.get("sog_trained") else "converted"
+        table.add_row("scene.sog", how, f"{report['sog_bytes']:,} ({report['sog_bytes_per_splat']:.1f} B/splat, "
+                                        f"{report['psnr_sog']:.3f} dB)")
     if report.get("compressed_ply_bytes"):
         table.add_row("compressed .ply", "", f"{report['compressed_ply_bytes']:,}")
     def score(key: str, spec: str) -> str:  # a run without test views (a photo folder) has no scores

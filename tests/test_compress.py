@@ -72,7 +72,7 @@ def test_codebooks_shrink_artifact_and_decode_close(tmp_path):
     scene = _scene(gt)
     q = QuantizeConfig(scale_stages=2, scale_entries=16, rot_stages=2, rot_entries=16, sh0_entries=64,
                        shN_entries=16, kmeans_iters=5)
-    cfg = CompressConfig(masks=False, quantize=True, quantize_steps=30, quant=q, progress=False,
+    cfg = CompressConfig(masks=False, quantize=True, quantize_steps=30, codebooks="rvq", quant=q, progress=False,
                          export_compressed_ply=False, device="cpu")
     report = compress_splats(gt, scene, tmp_path / "q", cfg)
     raw_bytes = save_artifact(tmp_path / "raw", CompactSplats.from_splats(gt))

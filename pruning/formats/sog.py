@@ -22,12 +22,13 @@ texel ``t`` (row major) holds one splat, texels ``N..W*H-1`` are padding. The fi
   ``meta.shN.codebook`` (256 values) for the r g b channel of that coefficient.
 
 Frame: the 3DGS .ply frame (RDF), as our splats; no axis conversion. Texel order: splats follow
-a Morton (Z-curve) order of their centers written row by row (``layout="morton"``, the
-default); ``"morton2d"`` lays the same sequence along a 2-D Z-curve over texel coordinates and
-``"random"`` shuffles (both kept for size comparisons: on a smooth 16k-splat scene,
-``_scenes.surface_splats``, the row-by-row order gave the smallest textures, 24% below random and
-3% below ``morton2d``, whose jumps between curve blocks break WebP's left/top predictors; the
-SH palette texture is ordered by palette index and does not depend on the layout).
+a Morton (Z-curve) order of their stored positions written row by row (``layout="morton"``, the
+default; the other orders of pruning.formats._sog_layout are kept for size comparisons). The SH
+palette texture is ordered by palette index and does not depend on the layout.
+
+``quantize(splats)`` is SOG's quantization of finished splats (k-means codebooks, as a converter
+does); ``pack(SogData)`` writes given codes without quantizing again (what `recon compress`
+writes from the fine-tuned state, pruning.sog_quantize).
 
 The zip stores entries uncompressed (WebP is already compressed), ``meta.json`` first, with a
 fixed timestamp so equal splats give equal bytes.
@@ -39,6 +40,7 @@ import io
 import json
 import math
 import zipfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +49,7 @@ from reconstruct.splats import Splats
 from scenes.errors import ReconError
 
 from ._kmeans import codebook_1d, kmeans
-from .compressed_ply import morton_order
+from ._sog_layout import LAYOUTS, grid_size, texel_order
 
 SH_COEFFS = {0: 0, 1: 3, 2: 8, 3: 15}
 FILES = {"means": ["means_l.webp", "means_u.webp"], "scales": ["scales.webp"], "quats": ["quats.webp"],
@@ -55,42 +57,7 @@ FILES = {"means": ["means_l.webp", "means_u.webp"], "scales": ["scales.webp"], "
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 MAX_META_BYTES = 64 << 20
 _ALPHA_EPS = 0.25 / 255.0
-LAYOUTS = ("morton", "morton2d", "random")
-
-
-# ----------------------------------------------------------------------------- layout
-
-def grid_size(n: int) -> tuple[int, int]:
-    """(width, height) of the textures for ``n`` splats, both multiples of 4."""
-    width = max(4, math.ceil(math.sqrt(n) / 4) * 4)
-    height = max(4, math.ceil(n / width / 4) * 4)
-    return width, height
-
-
-def _part1by1(v: np.ndarray) -> np.ndarray:
-    """Spread the low 16 bits of ``v`` so bit i lands at bit 2i (uint64 arithmetic)."""
-    v = v.astype(np.uint64) & np.uint64(0xFFFF)
-    for shift, mask in ((8, 0x00FF00FF), (4, 0x0F0F0F0F), (2, 0x33333333), (1, 0x55555555)):
-        v = (v | (v << np.uint64(shift))) & np.uint64(mask)
-    return v
-
-
-def texel_order(means: np.ndarray, layout: str = "morton", seed: int = 0) -> np.ndarray:
-    """[N] int64: texel t holds splat ``order[t]``, for [N, 3] centers."""
-    n = len(means)
-    if layout == "random":
-        return np.random.default_rng(seed).permutation(n).astype(np.int64)
-    seq = morton_order(means)
-    if layout == "morton":
-        return seq
-    if layout != "morton2d":
-        raise ReconError(None, f"unknown SOG layout {layout!r} (one of {', '.join(LAYOUTS)})")
-    width, _ = grid_size(n)
-    cells = np.arange(n, dtype=np.int64)
-    z = _part1by1(cells % width) | (_part1by1(cells // width) << np.uint64(1))
-    order = np.empty(n, np.int64)
-    order[np.argsort(z, kind="stable")] = seq  # the i-th cell along the 2-D curve gets seq[i]
-    return order
+__all__ = ["LAYOUTS", "SogData", "grid_size", "texel_order"]
 
 
 # ----------------------------------------------------------------------------- webp
@@ -130,7 +97,84 @@ def _unwebp(path: Path, name: str, data: bytes, count: int, *, width: int | None
     return rgba.reshape(-1, 4)
 
 
-# ----------------------------------------------------------------------------- encode
+# ----------------------------------------------------------------------------- stored values
+
+@dataclass(frozen=True)
+class SogData:
+    """What a SOG file stores for N splats, in splat order (the texel layout is applied when
+    packing): integer codes and the codebooks they index. ``decode`` is the reader's arithmetic,
+    so a file packed from a SogData reads back as exactly ``decode()``."""
+
+    means_q: np.ndarray
+    """[N, 3] uint16 positions on the 16-bit grid of the log transform."""
+    means_min: np.ndarray
+    """[3] float64 per-axis minimum of ``sign(p) * log(|p| + 1)`` (meta.means.mins)."""
+    means_max: np.ndarray
+    """[3] float64 per-axis maximum (meta.means.maxs)."""
+    quats: np.ndarray
+    """[N, 4] uint8 smallest-three texels (rgb the other three components, alpha 252 + index)."""
+    scales_codebook: np.ndarray
+    """[<= 256] float32 ascending log scales."""
+    scales: np.ndarray
+    """[N, 3] uint8 indices into ``scales_codebook``."""
+    sh0_codebook: np.ndarray
+    """[<= 256] float32 ascending f_dc values."""
+    sh0: np.ndarray
+    """[N, 3] uint8 indices into ``sh0_codebook``."""
+    alpha: np.ndarray
+    """[N] uint8 ``round(255 * sigmoid(opacity))``."""
+    shN_codebook: np.ndarray | None = None
+    """[<= 256] float32 ascending SH coefficient values (SH degree >= 1)."""
+    shN_palette: np.ndarray | None = None
+    """[P, C, 3] uint8 indices into ``shN_codebook``: palette entry, coefficient, rgb channel."""
+    shN_labels: np.ndarray | None = None
+    """[N] uint16 palette entry of each splat."""
+
+    def __len__(self) -> int:
+        return len(self.means_q)
+
+    @property
+    def sh_degree(self) -> int:
+        return 0 if self.shN_palette is None else {3: 1, 8: 2, 15: 3}[self.shN_palette.shape[1]]
+
+    def subset(self, order: np.ndarray) -> "SogData":
+        """The splats ``order`` picks, in that order (codebooks and palette unchanged)."""
+        pick = {k: getattr(self, k)[order] for k in ("means_q", "quats", "scales", "sh0", "alpha")}
+        if self.shN_labels is not None:
+            pick["shN_labels"] = self.shN_labels[order]
+        return replace(self, **pick)
+
+    def decode_means(self) -> np.ndarray:
+        """[N, 3] float64 positions."""
+        span = self.means_max - self.means_min
+        lt = self.means_min + np.where(span != 0, span, 1.0) * self.means_q.astype(np.float64) / 65535.0
+        return np.sign(lt) * np.expm1(np.abs(lt))
+
+    def decode(self) -> Splats:
+        """Float32 splats, as our reader returns them from the file."""
+        n = len(self)
+        qt = self.quats
+        tag = qt[:, 3].astype(np.int64) - 252
+        others = _OTHERS[tag]
+        small = (qt[:, :3].astype(np.float64) / 255.0 * 2.0 - 1.0) / np.sqrt(2.0)
+        rows = np.arange(n)
+        quats = np.zeros((n, 4))
+        quats[rows[:, None], others] = small
+        quats[rows, tag] = np.sqrt(np.maximum(0.0, 1.0 - (small * small).sum(axis=1)))
+        alpha = np.clip(self.alpha / 255.0, _ALPHA_EPS, 1.0 - _ALPHA_EPS)
+        shN = np.zeros((n, 0, 3))
+        if self.shN_palette is not None and self.shN_labels is not None and self.shN_codebook is not None:
+            shN = self.shN_codebook.astype(np.float64)[self.shN_palette[self.shN_labels.astype(np.int64)]]
+        return Splats(
+            means=self.decode_means().astype(np.float32), quats=quats.astype(np.float32),
+            log_scales=self.scales_codebook[self.scales].astype(np.float32),
+            opacity_logits=np.log(alpha / (1.0 - alpha)).astype(np.float32),
+            sh0=self.sh0_codebook[self.sh0].astype(np.float32), shN=np.ascontiguousarray(shN, dtype=np.float32),
+        )
+
+
+_OTHERS = np.array([[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]])
+
 
 def _log_t(x: np.ndarray) -> np.ndarray:
     return np.sign(x) * np.log(np.abs(x) + 1.0)
@@ -144,8 +188,7 @@ def _quats_texels(quats: np.ndarray) -> np.ndarray:
     largest = np.argmax(np.abs(q), axis=1)
     rows = np.arange(len(q))
     q = q * np.where(q[rows, largest] < 0, -1.0, 1.0)[:, None]
-    others = np.array([[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]])[largest]  # [N, 3]
-    small = q[rows[:, None], others] * np.sqrt(2.0)
+    small = q[rows[:, None], _OTHERS[largest]] * np.sqrt(2.0)
     out = np.empty((len(q), 4), np.uint8)
     out[:, :3] = np.clip(np.round(255.0 * (small * 0.5 + 0.5)), 0, 255)
     out[:, 3] = 252 + largest
@@ -159,68 +202,110 @@ def palette_size(n: int) -> int:
     return int(min(64, 2.0 ** math.floor(math.log2(n / 1024))) * 1024)
 
 
-def files(splats: Splats, *, layout: str = "morton", iterations: int = 10) -> dict[str, bytes]:
-    """The SOG files by name: ``meta.json`` first, then the WebP textures."""
-    n = len(splats)
-    if n == 0:
+def _check(splats: Splats) -> None:
+    if len(splats) == 0:
         raise ReconError(None, "cannot write a .sog with zero splats")
     if not all(np.isfinite(a).all() for a in (splats.means, splats.quats, splats.log_scales,
                                               splats.opacity_logits, splats.sh0, splats.shN)):
         raise ReconError(None, "cannot write a .sog: splats have non-finite values")
-    width, height = grid_size(n)
-    order = texel_order(splats.means, layout)
-    s = splats.subset(order)
-    out: dict[str, bytes] = {}
 
-    lt = _log_t(s.means.astype(np.float64))  # [N, 3]
+
+def quantize(splats: Splats, *, iterations: int = 10, palette: int | None = None) -> SogData:
+    """SOG's quantization of finished splats (what a converter does after training): 1-D k-means
+    codebooks of 256 entries, a k-means SH palette of ``palette`` entries (default
+    ``palette_size(N)``, splat-transform's)."""
+    _check(splats)
+    n = len(splats)
+    lt = _log_t(splats.means.astype(np.float64))  # [N, 3]
     mins, maxs = lt.min(axis=0), lt.max(axis=0)
     span = maxs - mins
     q16 = np.round(65535.0 * np.divide(lt - mins, span, out=np.zeros_like(lt), where=span > 0))
-    q16 = np.clip(q16, 0, 65535).astype(np.uint16)
+    scale_cb, scale_idx = codebook_1d(splats.log_scales)
+    color_cb, color_idx = codebook_1d(splats.sh0)
+    alpha = np.round(255.0 / (1.0 + np.exp(-splats.opacity_logits.astype(np.float64))))
+    sh: dict = {}
+    c = SH_COEFFS[splats.sh_degree]
+    if c:
+        count = palette or palette_size(n)
+        vectors = splats.shN.transpose(0, 2, 1).reshape(n, 3 * c)  # [N, 3C] channel-major, as f_rest
+        centroids, labels = kmeans(vectors, count, iterations)  # [count, 3C], [N]
+        sh_cb, sh_idx = codebook_1d(centroids)  # sh_idx [count, 3C]
+        sh = dict(shN_codebook=sh_cb, shN_palette=sh_idx.reshape(len(centroids), 3, c).transpose(0, 2, 1).copy(),
+                  shN_labels=labels.astype(np.uint16))
+    return SogData(np.clip(q16, 0, 65535).astype(np.uint16), mins, maxs, _quats_texels(splats.quats),
+                   scale_cb, scale_idx, color_cb, color_idx, alpha.astype(np.uint8), **sh)
+
+
+def pack(data: SogData, *, layout: str = "morton") -> dict[str, bytes]:
+    """The SOG files by name: ``meta.json`` first, then the WebP textures, splats in ``layout``'s
+    texel order (pruning.formats._sog_layout)."""
+    n = len(data)
+    width, height = grid_size(n)
+    s = data.subset(texel_order(data.decode_means(), layout))
+    out: dict[str, bytes] = {}
     opaque = np.full((n, 1), 255, np.uint8)
+    q16 = s.means_q
     out["means_l.webp"] = _webp(np.concatenate([(q16 & 0xFF).astype(np.uint8), opaque], 1), width, height)
     out["means_u.webp"] = _webp(np.concatenate([(q16 >> 8).astype(np.uint8), opaque], 1), width, height)
+    out["quats.webp"] = _webp(s.quats, width, height)
+    out["scales.webp"] = _webp(np.concatenate([s.scales, opaque], 1), width, height)
+    out["sh0.webp"] = _webp(np.concatenate([s.sh0, s.alpha[:, None]], 1), width, height)
 
-    out["quats.webp"] = _webp(_quats_texels(s.quats), width, height)
+    def numbers(a: np.ndarray) -> list[float]:
+        return [float(v) for v in np.asarray(a).reshape(-1)]
 
-    scale_cb, scale_idx = codebook_1d(s.log_scales)
-    out["scales.webp"] = _webp(np.concatenate([scale_idx, opaque], 1), width, height)
-
-    color_cb, color_idx = codebook_1d(s.sh0)
-    alpha = np.round(255.0 / (1.0 + np.exp(-s.opacity_logits.astype(np.float64))))
-    out["sh0.webp"] = _webp(np.concatenate([color_idx, alpha.astype(np.uint8)[:, None]], 1), width, height)
+    def codebook(a: np.ndarray) -> list[float]:  # the shortest text that reads back as the same float32
+        return [float(str(v)) for v in np.asarray(a, np.float32).reshape(-1)]
 
     meta = {
         "version": 2, "asset": {"generator": "recon"}, "count": n,
-        "means": {"mins": mins.tolist(), "maxs": maxs.tolist(), "files": FILES["means"]},
-        "scales": {"codebook": scale_cb.tolist(), "files": FILES["scales"]},
+        "means": {"mins": numbers(s.means_min), "maxs": numbers(s.means_max), "files": FILES["means"]},
+        "scales": {"codebook": codebook(s.scales_codebook), "files": FILES["scales"]},
         "quats": {"files": FILES["quats"]},
-        "sh0": {"codebook": color_cb.tolist(), "files": FILES["sh0"]},
+        "sh0": {"codebook": codebook(s.sh0_codebook), "files": FILES["sh0"]},
     }
-    c = SH_COEFFS[s.sh_degree]
-    if c:
-        count = palette_size(n)
-        vectors = s.shN.transpose(0, 2, 1).reshape(n, 3 * c)  # [N, 3C] channel-major, as f_rest
-        centroids, labels = kmeans(vectors, count, iterations)  # [count, 3C], [N]
-        sh_cb, sh_idx = codebook_1d(centroids)  # sh_idx [count, 3C]
+    if s.shN_palette is not None and s.shN_labels is not None and s.shN_codebook is not None:
+        count, c = s.shN_palette.shape[:2]
         cent = np.zeros((math.ceil(count / 64) * 64, c, 4), np.uint8)
-        cent[:count, :, :3] = sh_idx.reshape(count, 3, c).transpose(0, 2, 1)
+        cent[:count, :, :3] = s.shN_palette
         cent[:count, :, 3] = 255
         out["shN_centroids.webp"] = _webp(cent.reshape(-1, 4), 64 * c, math.ceil(count / 64))
+        labels = s.shN_labels.astype(np.int64)
         lab = np.zeros((n, 4), np.uint8)
         lab[:, 0], lab[:, 1], lab[:, 3] = labels & 0xFF, labels >> 8, 255
         out["shN_labels.webp"] = _webp(lab, width, height)
-        meta["shN"] = {"count": count, "bands": s.sh_degree, "codebook": sh_cb.tolist(), "files": FILES["shN"]}
+        meta["shN"] = {"count": int(count), "bands": s.sh_degree, "codebook": codebook(s.shN_codebook),
+                       "files": FILES["shN"]}
     return {"meta.json": json.dumps(meta, separators=(",", ":")).encode(), **out}
 
 
-def encode(splats: Splats, *, layout: str = "morton", iterations: int = 10) -> bytes:
-    """The bundled ``.sog`` (a zip of ``files``)."""
+def files(splats: Splats, *, layout: str = "morton", iterations: int = 10) -> dict[str, bytes]:
+    """The SOG files of finished splats (``pack(quantize(splats))``)."""
+    return pack(quantize(splats, iterations=iterations), layout=layout)
+
+
+def zip_files(parts: dict[str, bytes]) -> bytes:
+    """The bundled ``.sog``: a zip of ``parts``, entries stored, fixed timestamps."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
-        for name, data in files(splats, layout=layout, iterations=iterations).items():
+        for name, data in parts.items():
             zf.writestr(zipfile.ZipInfo(name, ZIP_TIME), data)
     return buf.getvalue()
+
+
+def encode(splats: Splats, *, layout: str = "morton", iterations: int = 10) -> bytes:
+    """The bundled ``.sog`` of finished splats."""
+    return zip_files(files(splats, layout=layout, iterations=iterations))
+
+
+def write_data(path: str | Path, data: SogData, *, layout: str = "morton") -> Path:
+    """Write already-quantized values (a SogData) as a bundled ``.sog``, atomically; nothing is
+    quantized again, so the file reads back as ``data.decode()``."""
+    from scenes.fileio import atomic_write_bytes
+
+    path = Path(path)
+    atomic_write_bytes(path, zip_files(pack(data, layout=layout)))
+    return path
 
 
 def write_folder(meta_path: str | Path, splats: Splats, **kwargs) -> Path:
@@ -289,10 +374,11 @@ def parse_meta(path: Path, raw: bytes) -> dict:
     return meta
 
 
-def _lookup(path: Path, what: str, codebook: np.ndarray, idx: np.ndarray) -> np.ndarray:
+def _check_index(path: Path, what: str, codebook: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``idx`` unchanged after checking every index is inside ``codebook``."""
     if idx.size and int(idx.max()) >= len(codebook):
         raise ReconError(path, f"SOG {what} index {int(idx.max())} is past its {len(codebook)}-entry codebook")
-    return codebook[idx]
+    return idx
 
 
 def decode_files(path: Path, meta_raw: bytes, load) -> Splats:
@@ -308,29 +394,16 @@ def decode_files(path: Path, meta_raw: bytes, load) -> Splats:
         return _unwebp(path, name, load(name), texels, **kw)
 
     lo, hi = tex("means", 0)[:n], tex("means", 1)[:n]
-    q16 = lo[:, :3].astype(np.float64) + 256.0 * hi[:, :3]
-    mins = np.asarray(meta["means"]["mins"], np.float64)
-    span = np.asarray(meta["means"]["maxs"], np.float64) - mins
-    lt = mins + np.where(span != 0, span, 1.0) * q16 / 65535.0
-    means = np.sign(lt) * np.expm1(np.abs(lt))
-
+    q16 = lo[:, :3].astype(np.uint16) + (hi[:, :3].astype(np.uint16) << 8)
     qt = tex("quats")[:n]
     tag = qt[:, 3].astype(np.int64) - 252
     if ((tag < 0) | (tag > 3)).any():
         raise ReconError(path, f"SOG quats texel alpha {int(qt[(tag < 0) | (tag > 3), 3][0])} is not 252..255")
-    others = np.array([[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]])[tag]
-    small = (qt[:, :3].astype(np.float64) / 255.0 * 2.0 - 1.0) / np.sqrt(2.0)
-    rows = np.arange(n)
-    quats = np.zeros((n, 4))
-    quats[rows[:, None], others] = small
-    quats[rows, tag] = np.sqrt(np.maximum(0.0, 1.0 - (small * small).sum(axis=1)))
-
-    log_scales = _lookup(path, "scales", np.asarray(meta["scales"]["codebook"]), tex("scales")[:n, :3])
+    scales_cb, sh0_cb = np.asarray(meta["scales"]["codebook"]), np.asarray(meta["sh0"]["codebook"])
+    scales = _check_index(path, "scales", scales_cb, tex("scales")[:n, :3])
     c0 = tex("sh0")[:n]
-    sh0 = _lookup(path, "sh0", np.asarray(meta["sh0"]["codebook"]), c0[:, :3])
-    alpha = np.clip(c0[:, 3] / 255.0, _ALPHA_EPS, 1.0 - _ALPHA_EPS)
-
-    shN = np.zeros((n, 0, 3))
+    sh0 = _check_index(path, "sh0", sh0_cb, c0[:, :3])
+    sh: dict = {}
     if "shN" in meta:
         bands, count = meta["shN"]["bands"], meta["shN"]["count"]
         c = SH_COEFFS[bands]
@@ -342,13 +415,12 @@ def decode_files(path: Path, meta_raw: bytes, load) -> Splats:
         if labels.max() >= len(cent) // c:
             raise ReconError(path, f"SOG shN label {int(labels.max())} is past the centroid texture")
         palette = cent[:(len(cent) // c) * c, :3].reshape(-1, c, 3)  # [entries, C, rgb]
-        shN = _lookup(path, "shN", np.asarray(meta["shN"]["codebook"]), palette[labels])
-    splats = Splats(
-        means=means.astype(np.float32), quats=quats.astype(np.float32),
-        log_scales=log_scales.astype(np.float32),
-        opacity_logits=np.log(alpha / (1.0 - alpha)).astype(np.float32),
-        sh0=sh0.astype(np.float32), shN=np.ascontiguousarray(shN, dtype=np.float32),
-    )
+        sh_cb = np.asarray(meta["shN"]["codebook"])
+        _check_index(path, "shN", sh_cb, palette[np.unique(labels)])  # the entries the splats use
+        sh = dict(shN_codebook=sh_cb, shN_palette=palette, shN_labels=labels.astype(np.uint16))
+    data = SogData(q16, np.asarray(meta["means"]["mins"], np.float64), np.asarray(meta["means"]["maxs"], np.float64),
+                   qt, scales_cb, scales, sh0_cb, sh0, c0[:, 3].copy(), **sh)
+    splats = data.decode()
     if not np.isfinite(splats.means).all():
         raise ReconError(path, "SOG positions overflow (means mins/maxs out of range)")
     return splats

@@ -126,8 +126,9 @@ class CompressBench:
 
     json: bool = False
     """Print one JSON object instead of tables."""
-    parts: tuple[str, ...] = ("splats", "nerf")
-    """Which halves to run."""
+    parts: tuple[Literal["splats", "sog", "nerf"], ...] = ("splats", "sog", "nerf")
+    """Which parts to run: the masks x codebooks sweep, scene.sog against splat-transform's SOG, the
+    NeRF ADMM sweep."""
     splat_run: Path | None = None
     """Splat run to sweep (default: a vanilla demo-scene run trained once into outputs/bench)."""
     nerf_run: Path | None = None
@@ -140,6 +141,11 @@ class CompressBench:
     """Steps of each fine-tuning phase."""
     base_iters: int = 1500
     """Training steps of the default splat run."""
+    st_iterations: int = 10
+    """splat-transform's SH k-means iterations (its -i; 10 is its default, about 25 minutes on a 21k-splat
+    scene on this CPU)."""
+    splat_transform: str | None = None
+    """splat-transform executable (default: tools/node_modules/.bin/splat-transform, else the PATH)."""
     nerf_steps: int = 500
     """ADMM / control fine-tuning steps per NeRF variant."""
     nerf_shrinks: tuple[int, ...] = (0, 2, 3)

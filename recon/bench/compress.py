@@ -105,12 +105,17 @@ def plot(results: dict, path: Path) -> None:
 
 
 def run_bench(bench) -> int:
-    """The halves ``bench.parts`` names: the splat rate-distortion sweep and the NeRF ADMM sweep."""
+    """The parts ``bench.parts`` names: the splat rate-distortion sweep, scene.sog against
+    splat-transform's SOG (recon/bench/compress_sog.py) and the NeRF ADMM sweep."""
     from recon.bench import compress_nerf
 
     out = {}
     if "splats" in bench.parts:
         out["splats"] = _splat_bench(bench)
+    if "sog" in bench.parts:
+        from recon.bench.compress_sog import run_sog_bench
+
+        out["sog"] = run_sog_bench(bench, base_run(bench))
     if "nerf" in bench.parts:
         out["nerf"] = compress_nerf.run_nerf_bench(bench)
         if not bench.json:
