@@ -28,8 +28,8 @@ from reconstruct.priors.config import PriorsConfig
 Short = tyro.conf.arg(prefix_name=False)
 """Marks a nested field whose flag has no prefix (``--downscale`` rather than ``--data.downscale``)."""
 
-SPARSE_PRIORS = ("dropout", "binocular", "pseudo_views", "sfm_depth")
-"""Priors the sparse preset turns on (measured in reconstruct/priors/presets.py's notes)."""
+SPARSE_PRIORS = ("dropout", "sfm_depth")
+"""Priors the sparse preset turns on (why: reconstruct/priors/__init__.py)."""
 
 
 @dataclass
@@ -71,9 +71,12 @@ class InitConfig:
 
     kind: Literal["auto", "sfm", "random", "dense", "ply"] = "auto"
     """sfm: triangulate SIFT matches between the training views with their known poses (pycolmap);
-    dense: sfm points plus plane-sweep matches; random: uniform points in the training frustums (also
-    the fallback when sfm finds too few); ply: the Gaussians of --init.ply; auto: dense in the sparse
-    preset, sfm otherwise."""
+    dense: sfm points plus plane-sweep matches; random: uniform points in the training frustums;
+    ply: the Gaussians of --init.ply; auto: sfm."""
+    fallback: Literal["auto", "random", "dense"] = "auto"
+    """What replaces sfm points when too few are triangulated (below --init.min-sfm-points): random
+    points, or the plane-sweep matches of the training views; auto: dense in the sparse preset,
+    random otherwise."""
     ply: Path | None = None
     """Splat file to start from (--init.kind ply)."""
     n_random: int = 10_000
@@ -305,7 +308,9 @@ def resolve(cfg: TrainConfig, *, device_type: str, n_photos: int | None = None) 
             subs[name] = sub
         init = cfg.init
         if init.kind == "auto":
-            init = dataclasses.replace(init, kind="dense" if sparse else "sfm")
+            init = dataclasses.replace(init, kind="sfm")
+        if init.fallback == "auto":
+            init = dataclasses.replace(init, fallback="dense" if sparse else "random")
         cameras = cfg.cameras
         if cameras.enabled is None:
             cameras = dataclasses.replace(cameras, enabled=cfg.poses in ("estimate", "refine"))

@@ -199,8 +199,8 @@ def initialize(cfg: InitConfig, scene: SceneData, *, seed: int, cache_dir: Path 
                scene_points: bool = False) -> InitResult:
     """The initial Gaussians of ``cfg.kind`` (resolved: not "auto") on ``scene``'s training views.
 
-    sfm: triangulated SIFT matches, random points below ``min_sfm_points``; dense: the sfm points
-    plus plane-sweep matches (cached in ``cache_dir``; they replace random points when SfM found too
+    sfm: triangulated SIFT matches; below ``min_sfm_points`` the ``fallback`` (random points, or the
+    plane-sweep matches); dense: the sfm points plus plane-sweep matches (cached in ``cache_dir``; they replace random points when SfM found too
     few); ply: the Gaussians of a splat file. ``scene_points``: the scene's own points are the sfm
     points (poses estimated from the training images: their bundle-adjusted SfM points see no test
     view), so nothing is triangulated again.
@@ -237,7 +237,7 @@ def initialize(cfg: InitConfig, scene: SceneData, *, seed: int, cache_dir: Path 
     if base is None:
         P, C = random_points(scene, ids, cfg.n_random, rng)
         base = InitResult(P, C, "random", f"random ({why})" if why != "random" else "random", sfm_points=sfm)
-    if cfg.kind != "dense":
+    if cfg.kind != "dense" and not (base.kind == "random" and cfg.fallback == "dense" and cfg.kind == "sfm"):
         return base
     P, C = dense_init_points(scene, ids, cfg.dense, cache_dir)
     if not len(P):

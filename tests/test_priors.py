@@ -92,7 +92,8 @@ def test_presets_vanilla_all_off_sparse_on_and_flags_override():
     sp = resolve(SplatTrainConfig(scene=Path("s"), views=3, preset="sparse"), device_type="cpu")
     for name in sp.priors.names():
         assert getattr(sp.priors, name).enabled == (name in SPARSE_PRIORS), name
-    assert sp.init.kind == "dense"
+    assert sp.init.kind == "sfm" and sp.init.fallback == "dense"
+    assert resolve(SplatTrainConfig(scene=Path("s"), views=3, preset="vanilla"), device_type="cpu").init.fallback == "random"
     demo = str(Path(__file__).resolve().parents[1] / "data" / "demo")
     cfg = parse_train([demo, "--views", "3", "--priors.dropout.enabled", "False", "--priors.binocular.weight", "0.7",
                        "--priors.mono-depth.enabled", "True", "--priors.mono-depth.model", "/x/y"]).cfg
@@ -198,6 +199,13 @@ def test_dense_init_replaces_random_points_adds_to_sfm_and_is_cached(tmp_path):
     assert added.how.startswith("sfm (") and "+ dense plane-sweep" in added.how
     n_sfm = len(added.sfm_points)
     assert np.array_equal(added.points[n_sfm:], fallback.points)  # the cached plane-sweep points, after the SfM ones
+    # sfm with the dense fallback: the plane-sweep points only where sfm found too few
+    few = initialize(InitConfig(kind="sfm", fallback="dense", n_random=50, min_sfm_points=10**6, dense=dense), scene,
+                     seed=0, cache_dir=tmp_path / "cache")
+    assert few.kind == "dense" and np.array_equal(few.points, fallback.points)
+    enough = initialize(InitConfig(kind="sfm", fallback="dense", min_sfm_points=0, dense=dense), scene, seed=0,
+                        cache_dir=tmp_path / "cache")
+    assert enough.kind == "sfm" and len(enough.points) == n_sfm
     assert len(list((tmp_path / "cache").glob("dense_init_*.npz"))) == 1
 
 

@@ -67,9 +67,9 @@ def test_sparse_preset_is_the_default_for_few_views_and_flags_still_win(tiny_sce
     from recon.train import parse_train
 
     cfg = parse_train([str(tiny_scene), "--views", "3"]).cfg
-    assert cfg.preset == "sparse" and cfg.init.kind == "dense" and cfg.priors.dropout.enabled
+    assert cfg.preset == "sparse" and cfg.init.fallback == "dense" and cfg.priors.dropout.enabled
     cfg = parse_train([str(tiny_scene), "--views", "3", "--priors.dropout.enabled", "False"]).cfg
-    assert cfg.preset == "sparse" and not cfg.priors.dropout.enabled and cfg.priors.binocular.enabled
+    assert cfg.preset == "sparse" and not cfg.priors.dropout.enabled and cfg.priors.sfm_depth.enabled
     assert parse_train([str(tiny_scene)]).cfg.preset == "vanilla"
 
 
