@@ -196,8 +196,13 @@ def export_splats(target: Path, *, format: Format = "compressed-ply", out: Path 
         raise ReconError(out, "--out is a folder; give a file name")
     orientation = _orientation(up, run, kind)
     t0 = time.perf_counter()
-    data = encode_player_file(splats, format=format, orientation=orientation, sh_degree=sh_degree,
-                              spz_version=spz_version)
+    trained_sog = None if run is None else run.compressed_dir / "scene.sog"
+    if (format == "sog" and kind == "compressed" and up == "auto" and sh_degree is None and trained_sog is not None
+            and trained_sog.is_file()):
+        data = trained_sog.read_bytes()  # the file `recon compress` fine-tuned, not a second quantization
+    else:
+        data = encode_player_file(splats, format=format, orientation=orientation, sh_degree=sh_degree,
+                                  spz_version=spz_version)
     atomic_write_bytes(out, data)
     seconds = time.perf_counter() - t0
     back = read_splats(out)

@@ -151,3 +151,28 @@ def test_export_turns_the_run_upright_for_players(tmp_path) -> None:
     assert np.allclose(read_splats(named.out).means, world.means @ R.T, atol=1e-6)
     with pytest.raises(Exception, match="--up"):
         export_splats(src, format="ply", out=tmp_path / "bad.ply", progress=False, up="z")
+
+
+def test_export_sog_of_a_compressed_run_is_the_fine_tuned_file(tmp_path) -> None:
+    from pruning.compress import CompressConfig, compress_splats
+    from pruning.sog_quantize import SogQuantizeConfig
+    from reconstruct.run import Run
+
+    run = _tiny_run(tmp_path)
+    cfg = CompressConfig(masks=False, quantize=True, quantize_steps=4, progress=False, device="cpu",
+                         sog=SogQuantizeConfig(palette=32))
+    r = Run(run)
+    report = compress_splats(r.splats(), r.scene(), r.compressed_dir, cfg)
+    assert report["up_world"] == [0.0, 0.0, 1.0]  # fine-tuned in the upright file frame
+    trained = (run / "compressed" / "scene.sog").read_bytes()
+    exported = export_splats(run, format="sog", progress=False)
+    assert exported.source_kind == "compressed" and Path(exported.out).read_bytes() == trained
+    # the file, read back and rendered from the turned cameras, scores as the artifact does
+    assert exported.n_views == report["n_test"]
+    assert abs(exported.psnr_export_gt - report["psnr_after"]) < 0.05, (exported.psnr_export_gt, report["psnr_after"])
+    # the compressed .ply is upright too: the world's +z is its -y
+    from pruning.artifact import load_artifact
+
+    world = load_artifact(run / "compressed")
+    upright = read_splats(run / "compressed" / "splats.compressed.ply")
+    assert np.allclose(np.sort(upright.means[:, 1]), np.sort(-world.means[:, 2]), atol=0.01)
