@@ -16,7 +16,7 @@ from scenes.errors import ReconError
 if TYPE_CHECKING:
     from scenes.types import SceneData
 
-SPLAT_SUFFIXES = (".ply", ".spz", ".splat")
+SPLAT_SUFFIXES = (".ply", ".spz", ".splat", ".sog", ".glb")
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class ViewTarget:
 
 
 def read_splat_file(path: Path) -> Splats:
-    """Any of .ply / .compressed.ply / .spz / .splat through the formats package."""
+    """Any of .ply / .compressed.ply / .spz / .splat / .sog / .glb through the formats package."""
     from pruning.formats import read_splats
 
     return read_splats(path)
@@ -102,7 +102,7 @@ def load_target(path: Path) -> ViewTarget:
         raise ReconError(path, "no such file or folder")
     if path.is_file():
         if path.suffix.lower() not in SPLAT_SUFFIXES:
-            raise ReconError(path, "not a splat file (expected .ply, .compressed.ply, .spz or .splat) or a run folder")
+            raise ReconError(path, "not a splat file (expected .ply, .compressed.ply, .spz, .splat, .sog or .glb) or a run folder")
         return ViewTarget(path=path, splats=read_splat_file(path))
     notes: list[str] = []
     run = Run(path)

@@ -6,16 +6,23 @@ diffusion prior) to a ``reconstruct.splatting.SplatMethod``. Dense initializatio
 (``--init.kind dense``, reconstruct/init.py), not a prior. Nothing heavy is imported until a prior
 is switched on.
 
-What the sparse preset turns on (``reconstruct.config.SPARSE_PRIORS``), as measured with
-`recon bench priors` (CPU, 3 seeds; fern 3 views at 126 px wide and 200 steps, lego 8 views at
-100 px and 500 steps): the dense initialization carries almost all of the gain (fern +5.0 dB alone,
-lego +10.6 dB alone, where SIFT finds no triangulable matches at 100 px and vanilla falls back to
-random points). Alone on top of vanilla, SfM depth (+0.6 fern; nothing to use on lego), pseudo
-views (+0.25 fern, -0.2 lego) and binocular consistency (0 fern, +0.35 lego) are within a few tenths;
-Gaussian dropout was slightly negative at these short budgets (DropGaussian's gain is reported for
-full 10k-step schedules). Monocular depth and diffusion need weights that these machines cannot
-download, so the preset leaves them off (``--priors.mono-depth.enabled True``,
-``--priors.diffusion.enabled True``).
+What the sparse preset turns on (``reconstruct.config.SPARSE_PRIORS``): Gaussian dropout and SfM
+depth, from the SfM points of the training views, with the plane-sweep points only where SfM finds
+too few (``--init.fallback dense``). That is DropGaussian's recipe (dropout alone on 3DGS, 20.76 dB
+on LLFF 3 views at 10k steps) plus the sparse depth of the points it starts from, and its 10k-step
+schedule costs about what vanilla's does. Measured with `recon bench priors` at short budgets (CPU,
+3 seeds; fern 3 views at 126 px and 200 steps, lego 8 views at 100 px and 500 steps): the dense
+initialization carried the gain there (fern +5.0 dB alone; lego +10.6 dB, where SIFT finds no
+triangulable matches at 100 px and vanilla falls back to random points: the fallback case the preset
+keeps it for); SfM depth +0.6 on fern; pseudo views (+0.25 fern, -0.2 lego) and binocular
+consistency (0 fern, +0.35 lego) within a few tenths; dropout slightly negative at those budgets.
+They are not in the preset because their extra renders (one more view every step or two) would make
+the 10k schedule several hours on 2 cores for gains within noise, and because a dense start grows
+several times more Gaussians (17.6k at 504x378 on fern, 51k by step 1000) and was where a real
+capture's run collapsed. Each stays one flag away (``--priors.binocular.enabled True``,
+``--priors.pseudo-views.enabled True``, ``--init.kind dense``). Monocular depth and diffusion need
+weights that these machines cannot download, so the preset leaves them off
+(``--priors.mono-depth.enabled True``, ``--priors.diffusion.enabled True``).
 """
 
 from __future__ import annotations
