@@ -220,3 +220,17 @@ def train_run(cfg, run_dir: Path, *, resume: bool = False) -> int:
     cfg = dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, out=Path(run_dir)), device="cpu")
     return train(TrainRequest(cfg=resolve(cfg, device_type="cpu"), resume=Path(run_dir) if resume else None,
                               overwrite=not resume))
+
+
+def leaning_rig_scene():
+    """A Blender-style (+z up) rig of four 100x100 cameras looking down at the origin from one side,
+    whose mean up leans away from +z (no images: for viewer and orientation tests)."""
+    from scenes.geometry import look_at
+    from scenes.types import SceneData
+
+    eyes = [4.0 * np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
+            for az, el in zip(np.radians([-90, -40, 10, 60]), np.radians([25, 40, 30, 35]))]
+    T = np.array([look_at(e, [0.0, 0.0, 0.4]) for e in eyes])
+    K = np.array([[110.0, 0, 50], [0, 110.0, 50], [0, 0, 1]])
+    return SceneData(format="synthetic", root=Path("."), image_paths=(Path(""),) * 4, Ks=np.repeat(K[None], 4, 0),
+                     T_world_cam=T, width=100, height=100, train_ids=(0, 1, 2, 3), test_ids=(), near=1.0, far=8.0)

@@ -451,18 +451,12 @@ def test_show_splats_drops_non_finite_splats_and_sends_nothing_empty():
 
 
 def test_start_view_is_level_with_the_gravity_up_and_frames_the_splats():
-    from scenes.geometry import look_at
-    from scenes.types import SceneData
+    from tests.scene_fixtures import leaning_rig_scene
     from viewer.app import ViewerConfig, view
     from viewer.server import splat_bounds
 
     # Blender-style: +z up, cameras looking down at the object from one side (their mean up leans)
-    eyes = [4.0 * np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
-            for az, el in zip(np.radians([-90, -40, 10, 60]), np.radians([25, 40, 30, 35]))]
-    T = np.array([look_at(e, [0.0, 0.0, 0.4]) for e in eyes])
-    K = np.array([[110.0, 0, 50], [0, 110.0, 50], [0, 0, 1]])
-    scene = SceneData(format="synthetic", root=Path("."), image_paths=(Path(""),) * 4, Ks=np.repeat(K[None], 4, 0),
-                      T_world_cam=T, width=100, height=100, train_ids=(0, 1, 2, 3), test_ids=(), near=1.0, far=8.0)
+    scene = leaning_rig_scene()
     base = random_splats(400, seed=3)
     splats = Splats(base.means * 0.4, base.quats, base.log_scales, base.opacity_logits, base.sh0, base.shN)  # inside the rig
     viewer = open_viewer(port=0, verbose=False)
@@ -479,7 +473,7 @@ def test_start_view_is_level_with_the_gravity_up_and_frames_the_splats():
         # the bounding sphere fits in the vertical field of view
         assert radius / np.linalg.norm(target - eye) < np.sin(0.5 * cam.fov)
         # and the start camera is in front of the first camera's frustum, not behind its image
-        assert np.linalg.norm(eye - center) < np.linalg.norm(T[0, :3, 3] - center)
+        assert np.linalg.norm(eye - center) < np.linalg.norm(scene.T_world_cam[0, :3, 3] - center)
         app.close()
     finally:
         viewer.stop()

@@ -327,11 +327,10 @@ def test_no_console_errors_and_the_budget_slider_follows_the_version(browser, vi
 
 
 def test_start_view_frames_the_whole_scene_clear_of_the_panel(browser, viewer, tmp_path):
+    from tests.scene_fixtures import leaning_rig_scene
     # A Blender-style rig (+z up, cameras looking down at the object from an arc) around a red
     # ball on a blue disc: the first view shows all of it, level (ground below the ball), inside
     # the part of the window the GUI panel leaves free.
-    from scenes.geometry import look_at
-    from scenes.types import SceneData
 
     rng = np.random.default_rng(0)
     n = 700
@@ -344,12 +343,7 @@ def test_start_view_frames_the_whole_scene_clear_of_the_panel(browser, viewer, t
     splats = Splats(means, np.tile(np.array([1.0, 0, 0, 0], np.float32), (2 * n, 1)),
                     np.full((2 * n, 3), np.log(0.06), np.float32), np.full(2 * n, 3.0, np.float32),
                     ((rgb - 0.5) / 0.28209479177387814).astype(np.float32), np.zeros((2 * n, 0, 3), np.float32))
-    eyes = [4.0 * np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
-            for az, el in zip(np.radians([-90, -40, 10, 60]), np.radians([25, 40, 30, 35]))]
-    T = np.array([look_at(e, [0.0, 0.0, 0.4]) for e in eyes])
-    K = np.array([[110.0, 0, 50], [0, 110.0, 50], [0, 0, 1]])
-    scene = SceneData(format="synthetic", root=Path("."), image_paths=(Path(""),) * 4, Ks=np.repeat(K[None], 4, 0),
-                      T_world_cam=T, width=100, height=100, train_ids=(0, 1, 2, 3), test_ids=(), near=1.0, far=8.0)
+    scene = leaning_rig_scene()
     app = view(viewer, splats=splats, scene=scene, config=ViewerConfig(camera_images=False))
     try:
         page = open_page(browser, viewer.url)
