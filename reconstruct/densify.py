@@ -1,5 +1,5 @@
 """Densification: gsplat's DefaultStrategy as a strategy of ``reconstruct.splatting.GaussianModel``,
-with a growth cap and an account of what every refinement did.
+within a Gaussian budget and with an account of what every refinement did.
 
 Each refinement step reports, in the strategy state's ``events``, how many Gaussians were
 duplicated, split and pruned (gsplat's own counts), and an opacity reset is reported too, so a run
@@ -11,20 +11,37 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from gsplat.strategy import DefaultStrategy
 
 from reconstruct.config import DensifyConfig
 
 
 class CountingDefaultStrategy(DefaultStrategy):
-    """gsplat's DefaultStrategy, keeping the counts its grow and prune steps return."""
+    """gsplat's DefaultStrategy with a Gaussian budget, keeping the counts its grow and prune steps
+    return. Under the budget it is gsplat's, unchanged; a refinement that would grow beyond
+    ``budget`` grows only the candidates with the largest averaged image-plane gradients (the
+    gradient threshold raised to the one that leaves room for them), then prunes as usual."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, budget: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.budget = budget
         self.counts: dict[str, int] = {}
 
     def _grow_gs(self, params, optimizers, state, step):  # type: ignore[no-untyped-def]
-        n_dupli, n_split = super()._grow_gs(params, optimizers, state, step)
+        threshold = self.grow_grad2d
+        if self.budget is not None:
+            grads = state["grad2d"] / state["count"].clamp_min(1)  # [N], as gsplat averages them
+            wanted = int((grads > threshold).sum())
+            room = self.budget - len(grads)
+            if wanted > max(room, 0):
+                self.counts["densify_over_budget"] = wanted - max(room, 0)
+                # each duplicate or split adds one Gaussian: keep the `room` largest gradients
+                self.grow_grad2d = float("inf") if room <= 0 else float(torch.topk(grads, room).values[-1])
+        try:
+            n_dupli, n_split = super()._grow_gs(params, optimizers, state, step)
+        finally:
+            self.grow_grad2d = threshold
         self.counts.update(densify_duplicated=int(n_dupli), densify_split=int(n_split))
         return n_dupli, n_split
 
@@ -36,9 +53,9 @@ class CountingDefaultStrategy(DefaultStrategy):
 
 @dataclass
 class Densify:
-    """Clone / split / prune / opacity reset (3DGS schedule) with a growth cap: once the model
-    reaches ``max_gaussians`` densification stops for the rest of the run (recorded in the state as
-    ``capped_at``; 3DGS stops pruning by opacity with it too)."""
+    """Clone / split / prune / opacity reset (3DGS schedule) within a Gaussian budget
+    (``max_gaussians``: growth past it takes the largest gradients first, pruning goes on; the
+    first step the budget limited growth is recorded in the state as ``capped_at``)."""
 
     config: DensifyConfig
     inner: CountingDefaultStrategy = field(init=False)
@@ -46,8 +63,9 @@ class Densify:
     def __post_init__(self) -> None:
         d = self.config
         self.inner = CountingDefaultStrategy(
-            prune_opa=d.prune_opa, grow_grad2d=d.grow_grad2d, refine_start_iter=d.refine_start_iter,
-            refine_stop_iter=d.refine_stop_iter, refine_every=d.refine_every, reset_every=d.reset_every)
+            budget=d.max_gaussians, prune_opa=d.prune_opa, grow_grad2d=d.grow_grad2d,
+            refine_start_iter=d.refine_start_iter, refine_stop_iter=d.refine_stop_iter,
+            refine_every=d.refine_every, reset_every=d.reset_every)
 
     def initialize_state(self, scene_scale: float) -> dict[str, Any]:
         return {**self.inner.initialize_state(scene_scale=scene_scale), "capped_at": -1}
@@ -56,13 +74,10 @@ class Densify:
         self.inner.step_pre_backward(model.params, model.optimizers, state, step, info)
 
     def step_post_backward(self, model, state: dict, step: int, info: dict) -> None:
-        if state["capped_at"] >= 0:
-            return
         self.inner.counts = {}
         self.inner.step_post_backward(model.params, model.optimizers, state, step, info)
         events = dict(self.inner.counts)
-        if len(model) >= self.config.max_gaussians:
+        if "densify_over_budget" in events and state.get("capped_at", -1) < 0:
             state["capped_at"] = step
-            events["densify_capped"] = len(model)
         if events:
             state["events"] = events

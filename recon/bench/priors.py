@@ -11,6 +11,7 @@ the budget. Outputs: a markdown table (stdout), results.json, table.md and bars.
 from __future__ import annotations
 
 import dataclasses
+import typing
 import json
 import sys
 import time
@@ -56,20 +57,22 @@ def variant_config(name: str, scene_path: Path, views: int, seed: int, bench: Pr
 
     def toggle(cfg, prior: str, on: bool):
         if prior == "dense_init":
-            return dataclasses.replace(cfg, init=dataclasses.replace(cfg.init, kind="dense" if on else "sfm"))
+            return dataclasses.replace(cfg, init=dataclasses.replace(cfg.init, kind="dense" if on else "sfm",
+                                                                     fallback="dense" if on else "random"))
         sub = dataclasses.replace(getattr(cfg.priors, prior), enabled=on)
         return dataclasses.replace(cfg, priors=dataclasses.replace(cfg.priors, **{prior: sub}))
 
     if name in ("vanilla", "sparse"):
         cfg = SplatTrainConfig(scene=scene_path, views=views, preset=name)  # type: ignore[arg-type]
     elif name.startswith("sparse-"):
-        cfg = resolve(SplatTrainConfig(scene=scene_path, views=views, preset="sparse"), device_type="cpu")
+        cfg = typing.cast(SplatTrainConfig, resolve(SplatTrainConfig(scene=scene_path, views=views, preset="sparse"),
+                                                     device_type="cpu"))
         for prior in name.removeprefix("sparse-").split("-"):
             cfg = toggle(cfg, prior, False)
     else:
         cfg = toggle(SplatTrainConfig(scene=scene_path, views=views, preset="vanilla"), name, True)
     cfg = dataclasses.replace(cfg, seed=seed, device="cpu", priors=dataclasses.replace(cfg.priors, cache_dir=cache))
-    cfg = resolve(cfg, device_type="cpu")
+    cfg = typing.cast(SplatTrainConfig, resolve(cfg, device_type="cpu"))
     if bench.schedule == "full":
         return dataclasses.replace(cfg, iters=bench.iters, output=dataclasses.replace(
             cfg.output, checkpoint_every=10 * bench.iters, eval_at_end=False))
