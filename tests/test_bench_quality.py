@@ -62,3 +62,17 @@ def test_table_means_and_published_rows():
     text = to_markdown(rows)
     assert "DropGaussian (published) | the papers' set | 20.76" in text
     assert "recon vanilla (mean) | fern, flower | 19.00" in text
+
+
+def test_no_train_tabulates_only_finished_runs(tmp_path, capsys):
+    from recon.bench import QualityBench
+    from recon.bench.quality import run_bench
+
+    data = tmp_path / "data"
+    write_demo_scene(data / "blender_demo", n_train=4, n_test=2, size=16)
+    out = tmp_path / "bench"
+    assert run_bench(QualityBench(protocol="paper", data=data, train=False, out=out)) == 0
+    report = json.loads((out / "quality-paper.json").read_text())
+    assert report["rows"] == [] and report["not_finished"] == ["blender_demo vanilla", "blender_demo sparse"]
+    assert not (out / "paper").exists()  # nothing trained
+    assert "not finished yet: blender_demo sparse" in capsys.readouterr().out

@@ -49,6 +49,8 @@ class QualityBench:
     """paper: only these scene folders (default: all of them)."""
     eval_every: int = 2000
     """paper: score the test views every this many steps (the test-PSNR curve in curves.png)."""
+    train: bool = True
+    """Train (or resume) what is not finished; --no-train only tabulates the runs already finished."""
     fern_width: int = 252
     """quick: fern image width (the papers: 504)."""
     lego_width: int = 100

@@ -67,20 +67,29 @@ def quick_protocols(root: Path, fern_width: int, lego_width: int) -> list[Protoc
     ]
 
 
+def finished_metrics(run_dir: Path, iters: int) -> dict | None:
+    """metrics.json of ``run_dir`` when it finished ``iters`` steps, else None."""
+    from reconstruct.run import Run
+
+    if not Run.is_run(run_dir) or not Run(run_dir).metrics_path().is_file():
+        return None
+    metrics = json.loads(Run(run_dir).metrics_path().read_text())
+    return metrics if metrics.get("iters") == iters else None
+
+
 def train_or_resume(run_dir: Path, args: list[str], iters: int) -> dict:
-    """metrics.json of ``run_dir`` trained with ``recon train <args>``: reused when the run finished
-    ``iters`` steps with the same options, continued from its checkpoint when it was interrupted."""
+    """metrics.json of ``run_dir`` trained with ``recon train <args>``: reused when the run there
+    finished ``iters`` steps, continued from its checkpoint when it was interrupted."""
     from recon.train import parse_train, train
     from reconstruct.run import Run
     from scenes.errors import ReconError
 
+    done = finished_metrics(run_dir, iters)
+    if done is not None:
+        return done
     if Run.is_run(run_dir):
         run = Run(run_dir)
-        if run.metrics_path().is_file():
-            metrics = json.loads(run.metrics_path().read_text())
-            if metrics.get("iters") == iters:
-                return metrics
-        elif run.has_checkpoint():
+        if not run.metrics_path().is_file() and run.has_checkpoint():
             code = train(parse_train(["--resume", str(run_dir)]))
             if code != 0:
                 raise ReconError(run_dir, f"resuming the run failed (exit {code})")
@@ -108,12 +117,19 @@ def run_bench(cfg: "QualityBench") -> int:
         protos = quick_protocols(root, cfg.fern_width, cfg.lego_width)
         extra = []
     device = _device_name()
-    rows = []
+    rows: list[dict] = []
+    pending: list[str] = []
     for proto in protos:
         for preset in cfg.presets:
             run_dir = cfg.out / ("paper" if paper else "quick") / f"{proto.scene.name}-{preset}"
             args = [str(proto.scene), *proto.args, "--preset", preset, "--iters", str(iters), *extra]
-            m = train_or_resume(run_dir, args, iters)
+            if not cfg.train:
+                m = finished_metrics(run_dir, iters)
+                if m is None:
+                    pending.append(f"{proto.scene.name} {preset}")
+                    continue
+            else:
+                m = train_or_resume(run_dir, args, iters)
             start = start_count(run_dir)
             rows.append({
                 "protocol": proto.name, "scene": proto.scene.name, "preset": preset, "iters": iters,
@@ -122,10 +138,11 @@ def run_bench(cfg: "QualityBench") -> int:
                 "train_seconds": m["train_seconds"], "warnings": m.get("warnings", []), "device": device,
                 "run": str(run_dir),
             })
-    report = {"protocol": cfg.protocol, "rows": rows, "means": means(rows), "published": PUBLISHED}
+    report = {"protocol": cfg.protocol, "rows": rows, "means": means(rows), "published": PUBLISHED,
+              "not_finished": pending}
     stem = "quality-paper" if paper else "quality"
     atomic_write_text(cfg.out / f"{stem}.json", json.dumps(report, indent=2))
-    text = to_markdown(rows)
+    text = to_markdown(rows) + "".join(f"- not finished yet: {p}\n" for p in pending)
     atomic_write_text(cfg.out / f"{stem}.md", text)
     print(json.dumps(report) if cfg.json else text)
     return 0
