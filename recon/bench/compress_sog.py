@@ -49,6 +49,7 @@ def _row(label: str, path: Path, n_run: int, ply_bytes: int, seconds: float, spl
 def compare(run_dir: Path, *, steps: int, st_iterations: int, tool: str | None, progress: bool) -> dict:
     """Rows for ours (no masks, masks) and splat-transform's SOG of the run's splats."""
     from pruning.compress import CompressConfig, _score, compress_splats
+    from pruning.orient import player_orientation, scene_in_player_frame
     from reconstruct.run import Run, resolve_device
 
     run = Run.open(run_dir)
@@ -56,6 +57,7 @@ def compare(run_dir: Path, *, steps: int, st_iterations: int, tool: str | None, 
     device = resolve_device("auto")
     base = _score(splats, scene, device)
     ply_bytes, n = run.splats_path.stat().st_size, len(splats)
+    file_scene = scene_in_player_frame(scene, player_orientation("auto", scene=scene))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for label, masks in (("recon compress", False), ("recon compress, masks", True)):
@@ -65,7 +67,8 @@ def compare(run_dir: Path, *, steps: int, st_iterations: int, tool: str | None, 
             report = compress_splats(splats, scene, out, cfg, optim=train_cfg.optim, loss=train_cfg.loss, before=base)
             t = report["timings"]  # fine-tuning and the write, not the scoring renders
             seconds = t.get("masks_seconds", 0.0) + t["quantize_seconds"] + t["sog_seconds"]
-            rows.append(_row(label, out / "scene.sog", n, ply_bytes, seconds, splats, scene, device, base))
+            # scene.sog stands upright (the file's frame): scored from the cameras turned the same way
+            rows.append(_row(label, out / "scene.sog", n, ply_bytes, seconds, splats, file_scene, device, base))
             print(json.dumps(rows[-1]), file=sys.stderr)
         exe = splat_transform(tool)
         st_note = None
