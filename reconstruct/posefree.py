@@ -77,7 +77,7 @@ def align_cameras(T_est_cam: np.ndarray, T_gt_cam: np.ndarray) -> Similarity:
 
 
 def camera_extent(T_world_cam: np.ndarray) -> float:
-    """1.1 x the largest distance of a camera centre from their centroid (``gaussians.scene_scale``)."""
+    """1.1 x the largest distance of a camera centre from their centroid (``gaussians.camera_extent``)."""
     c = T_world_cam[:, :3, 3]
     return float(np.linalg.norm(c - c.mean(0), axis=1).max() * 1.1) or 1.0
 
@@ -231,7 +231,7 @@ def training_cameras_from_checkpoint(run: Run, scene: SceneData) -> np.ndarray:
     if state is None:
         return T
     cfg = run.splat_config
-    cams = CameraRefinement(len(T), cfg=cfg.cameras, scene_scale=G.scene_scale(scene), total_steps=cfg.iters,
+    cams = CameraRefinement(len(T), cfg=cfg.cameras, scene_scale=G.camera_extent(scene), total_steps=cfg.iters,
                             device=torch.device("cpu"))
     cams.load_state_dict(state)
     return cams.corrected_all(torch.as_tensor(T, dtype=torch.float32)).numpy().astype(np.float64)

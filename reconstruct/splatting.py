@@ -190,6 +190,9 @@ class SplatMethod:
         self.train_ids = list(scene.train_ids)
         self.background = torch.tensor(scene.background, dtype=torch.float32, device=self.device)
         self.scene_scale = model.scene_scale
+        """Size of the scene (densification thresholds, the priors' baselines)."""
+        self.camera_extent = G.camera_extent(scene)
+        """Spread of the training cameras: the unit of the position learning rate (3DGS's rule)."""
         self.views = [self._view(i) for i in self.train_ids]
         self.sfm_points: np.ndarray | None = None
         """[P, 3] points triangulated from the training views (the SfM depth prior's targets)."""
@@ -256,9 +259,9 @@ class SplatMethod:
         if "means" not in self.model.optimizers:
             return
         if self.position_lr == "decay":
-            lr = G.position_lr(step, self.total_steps, self.optim, self.scene_scale)
+            lr = G.position_lr(step, self.total_steps, self.optim, self.camera_extent)
         else:
-            lr = self.optim.lr_means_final * self.scene_scale
+            lr = self.optim.lr_means_final * self.camera_extent
         for group in self.model.optimizers["means"].param_groups:
             group["lr"] = lr * self.lr_scale
 
@@ -378,19 +381,19 @@ def _all_finite(tensors: list[torch.Tensor]) -> bool:
 def model_from_points(points: np.ndarray, colors: np.ndarray, *, init, optim: OptimConfig, scene: SceneData,
                       device: torch.device) -> GaussianModel:
     """A model of Gaussians at ``points`` [P,3] with ``colors`` [P,3] (training learning rates)."""
-    scale = G.scene_scale(scene)
     params = G.create_params(points, colors, init=init, sh_degree=optim.sh_degree, device=device)
-    return GaussianModel(params, G.create_optimizers(params, G.learning_rates(optim, scale)), scale)
+    lrs = G.learning_rates(optim, G.camera_extent(scene))
+    return GaussianModel(params, G.create_optimizers(params, lrs), G.scene_scale(scene))
 
 
 def finetune_method(splats: Splats, scene: SceneData, *, optim: OptimConfig, loss: LossConfig, steps: int, seed: int,
                     device: torch.device, lr_scale: float, frozen: tuple[str, ...] = ()) -> SplatMethod:
     """A SplatMethod that fine-tunes finished ``splats``: positions at the run's final rate, every
     attribute's rate times ``lr_scale``, the attributes in ``frozen`` fixed, full SH degree."""
-    scale = G.scene_scale(scene)
+    extent = G.camera_extent(scene)
     params = torch.nn.ParameterDict({k: torch.nn.Parameter(v.clone()) for k, v in splats.to_params(str(device)).items()})
-    lrs = {k: v * lr_scale for k, v in G.learning_rates(optim, scale).items()}
-    lrs["means"] = optim.lr_means_final * scale * lr_scale
-    model = GaussianModel(params, G.create_optimizers(params, lrs, frozen=frozen), scale)
+    lrs = {k: v * lr_scale for k, v in G.learning_rates(optim, extent).items()}
+    lrs["means"] = optim.lr_means_final * extent * lr_scale
+    model = GaussianModel(params, G.create_optimizers(params, lrs, frozen=frozen), G.scene_scale(scene))
     return SplatMethod(scene, model, optim=optim, loss=loss, total_steps=steps, seed=seed, lr_scale=lr_scale,
                        position_lr="final", sh_schedule=False)

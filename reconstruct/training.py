@@ -48,8 +48,8 @@ def build_method(cfg: TrainConfig, scene: SceneData, device: torch.device, *, ca
 
         params = torch.nn.ParameterDict({k: torch.nn.Parameter(v.clone()) for k, v in
                                          init.splats.with_sh_degree(cfg.optim.sh_degree).to_params(str(device)).items()})
-        scale = G.scene_scale(scene)
-        model = GaussianModel(params, G.create_optimizers(params, G.learning_rates(cfg.optim, scale)), scale)
+        model = GaussianModel(params, G.create_optimizers(params, G.learning_rates(cfg.optim, G.camera_extent(scene))),
+                              G.scene_scale(scene))
     else:
         points = init.points if init is not None else np.zeros((2, 3)) + np.arange(2)[:, None]
         colors = init.colors if init is not None else np.full_like(points, 0.5)
