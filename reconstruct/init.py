@@ -227,11 +227,12 @@ def initialize(cfg: InitConfig, scene: SceneData, *, seed: int, cache_dir: Path 
             points, colors = triangulate_views(scene, ids)
             source = f"{len(ids)} views"
         sfm = points
-        if len(points) >= cfg.min_sfm_points:
+        min_points = 50 if cfg.min_sfm_points is None else cfg.min_sfm_points
+        if len(points) >= min_points:
             base = InitResult(points, colors, "sfm", f"sfm ({len(points)} points from {source})", sfm_points=sfm)
         else:
             base = None
-            why = f"sfm found {len(points)} < {cfg.min_sfm_points} points"
+            why = f"sfm found {len(points)} < {min_points} points"
     else:
         base, why = None, "random"
     if base is None:

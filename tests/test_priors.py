@@ -92,7 +92,7 @@ def test_presets_vanilla_all_off_sparse_on_and_flags_override():
     sp = resolve(SplatTrainConfig(scene=Path("s"), views=3, preset="sparse"), device_type="cpu")
     for name in sp.priors.names():
         assert getattr(sp.priors, name).enabled == (name in SPARSE_PRIORS), name
-    assert sp.init.kind == "sfm" and sp.init.fallback == "dense"
+    assert sp.init.kind == "sfm" and sp.init.fallback == "dense" and sp.init.min_sfm_points == 200
     assert resolve(SplatTrainConfig(scene=Path("s"), views=3, preset="vanilla"), device_type="cpu").init.fallback == "random"
     demo = str(Path(__file__).resolve().parents[1] / "data" / "demo")
     cfg = parse_train([demo, "--views", "3", "--priors.dropout.enabled", "False", "--priors.binocular.weight", "0.7",
