@@ -32,6 +32,10 @@ from pruning.sog_quantize import SogQuantizeConfig
 from scenes.errors import ReconError
 
 
+SOG_FILE = "scene.sog"
+"""The player file `recon compress` writes into its output folder (RUN/compressed/)."""
+
+
 @dataclass
 class CompressConfig:
     """What `recon compress` does to a run."""
@@ -233,10 +237,10 @@ def compress_splats(splats, scene, out_dir: Path, cfg: CompressConfig, *, optim=
 
         t0 = time.perf_counter()
         if sog_data is not None:  # fine-tuned in the player frame: the codes are the file
-            path = sog.write_data(out_dir / "scene.sog", sog_data)
+            path = sog.write_data(out_dir / SOG_FILE, sog_data)
             back, sog_scene = read_splats(path), player_scene
         else:
-            path, back = write_player_file(out_dir / "scene.sog", decoded, format="sog", orientation=orientation)
+            path, back = write_player_file(out_dir / SOG_FILE, decoded, format="sog", orientation=orientation)
             sog_scene = scene
         timings["sog_seconds"] = time.perf_counter() - t0
         scored = _score(back, sog_scene, device)

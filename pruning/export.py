@@ -196,7 +196,9 @@ def export_splats(target: Path, *, format: Format = "compressed-ply", out: Path 
         raise ReconError(out, "--out is a folder; give a file name")
     orientation = _orientation(up, run, kind)
     t0 = time.perf_counter()
-    trained_sog = None if run is None else run.compressed_dir / "scene.sog"
+    from pruning.compress import SOG_FILE
+
+    trained_sog = None if run is None else run.compressed_dir / SOG_FILE
     if (format == "sog" and kind == "compressed" and up == "auto" and sh_degree is None and trained_sog is not None
             and trained_sog.is_file()):
         data = trained_sog.read_bytes()  # the file `recon compress` fine-tuned, not a second quantization

@@ -76,3 +76,17 @@ def test_no_train_tabulates_only_finished_runs(tmp_path, capsys):
     assert report["rows"] == [] and report["not_finished"] == ["blender_demo vanilla", "blender_demo sparse"]
     assert not (out / "paper").exists()  # nothing trained
     assert "not finished yet: blender_demo sparse" in capsys.readouterr().out
+
+
+def test_unknown_scene_name_is_one_error_before_any_work(tmp_path):
+    import pytest
+
+    from recon.bench import QualityBench
+    from recon.bench.quality import run_bench
+    from scenes.errors import ReconError
+
+    data = tmp_path / "data"
+    write_demo_scene(data / "blender_demo", n_train=4, n_test=2, size=16)
+    with pytest.raises(ReconError, match="no such scene folder"):
+        run_bench(QualityBench(protocol="paper", data=data, scenes=("blender_dmeo",), out=tmp_path / "bench"))
+    assert not (tmp_path / "bench").exists()

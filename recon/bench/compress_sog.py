@@ -48,7 +48,7 @@ def _row(label: str, path: Path, n_run: int, ply_bytes: int, seconds: float, spl
 
 def compare(run_dir: Path, *, steps: int, st_iterations: int, tool: str | None, progress: bool) -> dict:
     """Rows for ours (no masks, masks) and splat-transform's SOG of the run's splats."""
-    from pruning.compress import CompressConfig, _score, compress_splats
+    from pruning.compress import SOG_FILE, CompressConfig, _score, compress_splats
     from pruning.orient import player_orientation, scene_in_player_frame
     from reconstruct.run import Run, resolve_device
 
@@ -68,7 +68,7 @@ def compare(run_dir: Path, *, steps: int, st_iterations: int, tool: str | None, 
             t = report["timings"]  # fine-tuning and the write, not the scoring renders
             seconds = t.get("masks_seconds", 0.0) + t["quantize_seconds"] + t["sog_seconds"]
             # scene.sog stands upright (the file's frame): scored from the cameras turned the same way
-            rows.append(_row(label, out / "scene.sog", n, ply_bytes, seconds, splats, file_scene, device, base))
+            rows.append(_row(label, out / SOG_FILE, n, ply_bytes, seconds, splats, file_scene, device, base))
             print(json.dumps(rows[-1]), file=sys.stderr)
         exe = splat_transform(tool)
         st_note = None

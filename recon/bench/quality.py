@@ -102,6 +102,7 @@ def train_or_resume(run_dir: Path, args: list[str], iters: int) -> dict:
 
 def run_bench(cfg: "QualityBench") -> int:
     from recon.bench.common import shared_data_root
+    from scenes.errors import ReconError
 
     root = cfg.data or shared_data_root()
     if root is None or not root.is_dir():
@@ -110,6 +111,9 @@ def run_bench(cfg: "QualityBench") -> int:
     paper = cfg.protocol == "paper"
     iters = cfg.iters or (10_000 if paper else 1000)
     if paper:
+        missing = [name for name in cfg.scenes if not (root / name).is_dir()]
+        if missing:
+            raise ReconError(root / missing[0], "no such scene folder (--scenes names folders of the data root)")
         folders = [p for p in sorted(root.iterdir()) if p.is_dir() and (not cfg.scenes or p.name in cfg.scenes)]
         protos = [p for p in map(scene_protocol, folders) if p is not None]
         extra = ["--output.eval-every", str(cfg.eval_every)]
