@@ -342,6 +342,17 @@ def batch_main(args: list[str]) -> int:
                                                  "export": ExportCommand}))
 
 
+@dataclass
+class Bench:
+    """Benchmarks, each against a reference measured in the same run (`recon bench NAME --help`)."""
+
+    bench: tyro.conf.OmitSubcommandPrefixes[BenchCommand]
+    """Which benchmark."""
+
+    def run(self) -> int | None:
+        return self.bench.run()
+
+
 COMMANDS = {
     "train": TrainHelp,
     "batch": BatchHelp,
@@ -350,5 +361,5 @@ COMMANDS = {
     "compress": CompressCommand,
     "export": ExportCommand,
     "info": InfoCommand,
-    "bench": BenchCommand,
+    "bench": Bench,
 }

@@ -45,6 +45,7 @@ def test_help_lists_all_seven_subcommands(capsys):
     text = capsys.readouterr().out
     for name in ("train", "eval", "view", "compress", "export", "info", "bench"):
         assert name in text, name
+    assert "Union" not in text  # every subcommand has its own description, not typing's docstring
 
 
 def test_info_json_on_each_format(tmp_path, capsys):
