@@ -6,7 +6,10 @@ per-Gaussian parameters as if the quantizer were the identity):
 
 - positions: ``l = sign(p) * log(|p| + 1)`` per axis on a 16-bit grid between the current min and
   max of ``l`` (SOG's means_l / means_u);
-- rotations: normalized, smallest-three with 8 bits a component (quats.webp);
+- rotations: normalized, smallest-three with 8 bits a component (quats.webp), snapped once when the
+  quantizer is built and frozen from then on (in the straight-through form they drifted: fern's
+  paper-protocol run lost 1 dB of training-view PSNR in 320 steps with 6 bits, the other attributes
+  none);
 - scales: one 256-entry 1-D codebook shared by the three log-scale axes (meta.scales.codebook);
 - DC color: one 256-entry 1-D codebook shared by r g b (meta.sh0.codebook); opacity as 8 bits of
   ``sigmoid`` (sh0.webp alpha);
@@ -156,7 +159,8 @@ class ScalarCodebook:
 
 
 class SogQuantizer:
-    """SOG quantization for one set of Gaussians (the row count must not change while it is in use)."""
+    """SOG quantization for one set of Gaussians (the row count must not change while it is in use);
+    snaps the rotations of ``params`` to their stored values in place."""
 
     def __init__(self, params, config: SogQuantizeConfig | None = None) -> None:
         from pruning.rvq import kmeans
@@ -164,6 +168,7 @@ class SogQuantizer:
         cfg = self.config = config or SogQuantizeConfig()
         with torch.no_grad():
             n = self.n = params["means"].shape[0]
+            params["quats"].copy_(smallest_three(params["quats"], cfg.quat_bits)[1])
             self.scales = ScalarCodebook(params["scales"], cfg.scale_levels)
             self.sh0 = ScalarCodebook(params["sh0"], cfg.sh0_levels)
             self.c = params["shN"].shape[1]
@@ -178,8 +183,9 @@ class SogQuantizer:
                 self.optimizer = torch.optim.Adam([{"params": [self.palette], "lr": cfg.palette_lr, "name": "palette"}],
                                                   eps=1e-15)
 
-    frozen = ("shN",)
-    """Per-Gaussian parameters the palette replaces (freeze them in the fine-tuning)."""
+    frozen = ("shN", "quats")
+    """Per-Gaussian parameters to freeze in the fine-tuning: the SH bands the palette replaces and the
+    rotations, which ``__init__`` snaps to their stored values."""
 
     def shN_colors(self, n: int) -> Tensor:
         """[N, C, 3] higher-band SH of every Gaussian from its palette entry."""

@@ -114,15 +114,20 @@ def test_dropout_mask_rate_compensation_and_reproducibility():
     assert abs(m.mean().item() - 1.0) < 0.01  # expected opacity preserved
     assert torch.equal(m, dropout_mask(200_000, 0.1, seed=3, step=5, device=torch.device("cpu")))
     assert not torch.equal(m, dropout_mask(200_000, 0.1, seed=3, step=6, device=torch.device("cpu")))
-    c = DropoutConfig(enabled=True, rate=0.2, schedule=Schedule(start=10, stop=20, warmup=5))
-    assert dropout_rate(c, 9) == 0 and dropout_rate(c, 21) == 0 and dropout_rate(c, 10) == pytest.approx(0.04)
-    assert dropout_rate(c, 16) == pytest.approx(0.2)
+    c = DropoutConfig(enabled=True, rate=0.2, progressive=False, schedule=Schedule(start=10, stop=20, warmup=5))
+    assert dropout_rate(c, 9, 100) == 0 and dropout_rate(c, 21, 100) == 0
+    assert dropout_rate(c, 10, 100) == pytest.approx(0.04) and dropout_rate(c, 16, 100) == pytest.approx(0.2)
+    # DropGaussian's progressive schedule: 0 at the first step, the full rate at the last
+    p = DropoutConfig(enabled=True, rate=0.2)
+    assert p.progressive and dropout_rate(p, 0, 10_000) == 0
+    assert dropout_rate(p, 5_000, 10_001) == pytest.approx(0.1) and dropout_rate(p, 9_999, 10_000) == pytest.approx(0.2)
+    assert dropout_rate(DropoutConfig(enabled=False), 9_999, 10_000) == 0
 
 
 def test_dropout_applies_to_training_renders_only(demo_scene, tmp_path):
     from reconstruct import gaussians as G
 
-    tr = _trainer(demo_scene, tmp_path, PriorsConfig(dropout=DropoutConfig(enabled=True, rate=0.5)))
+    tr = _trainer(demo_scene, tmp_path, PriorsConfig(dropout=DropoutConfig(enabled=True, rate=0.5, progressive=False)))
     assert len(tr.modifiers) == 1
     train_op = tr.context(3, tr.views[0]).gaussians(True).opacities
     eval_op = G.activate(tr.model.params).opacities

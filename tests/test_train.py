@@ -73,6 +73,20 @@ def test_sparse_preset_is_the_default_for_few_views_and_flags_still_win(tiny_sce
     assert parse_train([str(tiny_scene)]).cfg.preset == "vanilla"
 
 
+def test_the_presets_densify_as_their_methods(tiny_scene):
+    """vanilla: 3DGS's threshold, big-Gaussian prune, densification to 5k; sparse: DropGaussian's
+    released settings (threshold 5e-4, opacity prune only, densification to the last step)."""
+    from recon.train import parse_train
+
+    v = parse_train([str(tiny_scene), "--iters", "800"]).cfg.densify
+    assert (v.grow_grad2d, v.prune_big, v.refine_stop_iter) == (2e-4, True, 5_000)
+    s = parse_train([str(tiny_scene), "--views", "3", "--iters", "800"]).cfg
+    assert (s.densify.grow_grad2d, s.densify.prune_big, s.densify.refine_stop_iter) == (5e-4, False, 800)
+    assert s.priors.dropout.rate == 0.2 and s.priors.dropout.progressive
+    s = parse_train([str(tiny_scene), "--views", "3", "--densify.grow-grad2d", "3e-4", "--densify.prune-big", "True"]).cfg
+    assert s.densify.grow_grad2d == 3e-4 and s.densify.prune_big  # flags win over the preset
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--method", "nerf", "--masks"], "--masks is a splat option"),
     (["nerf", "--priors.dropout.enabled", "True"], "--priors.dropout.enabled is a splat option"),

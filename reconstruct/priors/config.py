@@ -49,8 +49,12 @@ class DropoutConfig:
 
     enabled: bool | None = None
     """Apply Gaussian dropout to training renders (never at evaluation); None = as the preset says."""
-    rate: float = 0.1
-    """Probability p that a Gaussian is dropped from one training render."""
+    rate: float = 0.2
+    """Probability p that a Gaussian is dropped from one training render (with ``progressive``: at
+    the last step)."""
+    progressive: bool = True
+    """Raise the rate linearly from 0 at step 0 to ``rate`` at the last step (DropGaussian's released
+    schedule: 0.2 * step / 10,000); False = ``rate`` throughout (after the schedule's warmup)."""
     schedule: Schedule = _schedule()
     """When dropout acts (the warmup raises the rate from 0)."""
 

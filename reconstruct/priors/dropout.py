@@ -19,9 +19,10 @@ if TYPE_CHECKING:
     from reconstruct.splatting import StepContext
 
 
-def dropout_rate(cfg: DropoutConfig, step: int) -> float:
-    """The scheduled rate at ``step`` (0 when off)."""
-    return cfg.schedule.weight(step, cfg.rate, enabled=cfg.enabled)
+def dropout_rate(cfg: DropoutConfig, step: int, total_steps: int) -> float:
+    """The scheduled rate at ``step`` of ``total_steps`` (0 when off)."""
+    rate = cfg.rate * min(1.0, step / max(total_steps - 1, 1)) if cfg.progressive else cfg.rate
+    return cfg.schedule.weight(step, rate, enabled=cfg.enabled)
 
 
 def dropout_mask(n: int, rate: float, *, seed: int, step: int, device: torch.device) -> torch.Tensor:
@@ -35,14 +36,14 @@ def dropout_mask(n: int, rate: float, *, seed: int, step: int, device: torch.dev
 class GaussianDropout:
     """Modifier: ``(gs, ctx) -> gs`` with dropped-out, compensated opacities."""
 
-    def __init__(self, cfg: DropoutConfig, seed: int) -> None:
-        self.cfg, self.seed = cfg, seed
+    def __init__(self, cfg: DropoutConfig, seed: int, *, total_steps: int) -> None:
+        self.cfg, self.seed, self.total_steps = cfg, seed, total_steps
         self.calls = 0  # several renders in one step (pseudo / binocular views) get different masks
         self._step = -1
 
     def __call__(self, gs: Activated, ctx: "StepContext") -> Activated:
         step = ctx.step
-        rate = dropout_rate(self.cfg, step)
+        rate = dropout_rate(self.cfg, step, self.total_steps)
         if rate <= 0.0:
             return gs
         if step != self._step:  # the k-th render of a step gets the same mask on every run (and resume)
