@@ -455,6 +455,7 @@ def run_bench(args: argparse.Namespace) -> dict:
                                     out / "logs" / f"peer_{name}.log", env)
         if "Using CPU" not in (out / "logs" / f"peer_{name}.log").read_text(errors="replace"):
             raise BenchError(f"{peer} did not say 'Using CPU' (log {out / 'logs' / f'peer_{name}.log'})")
+        (out / "timings.json").write_text(json.dumps(cpu, indent=1))  # kept if a later stage fails
     if N > 1:
         say("[bench] one-step runs of both (start-up cost)")
         cpu["ours_1step"] = timed(ours_cmd(out / "ours_1step", [], 1), out / "logs" / "ours_1step.log", env)
