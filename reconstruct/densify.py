@@ -62,10 +62,11 @@ class Densify:
 
     def __post_init__(self) -> None:
         d = self.config
-        assert d.grow_grad2d is not None and d.refine_stop_iter is not None, "resolve the config first"
+        assert None not in (d.grow_grad2d, d.refine_stop_iter, d.prune_big), "resolve the config first"
+        assert d.grow_grad2d is not None and d.refine_stop_iter is not None  # for the type checker
         self.inner = CountingDefaultStrategy(
             budget=d.max_gaussians, prune_opa=d.prune_opa, grow_grad2d=d.grow_grad2d,
-            prune_scale3d=0.1 if d.prune_big is not False else float("inf"),
+            prune_scale3d=0.1 if d.prune_big else float("inf"),
             refine_start_iter=d.refine_start_iter, refine_stop_iter=d.refine_stop_iter,
             refine_every=d.refine_every, reset_every=d.reset_every)
 

@@ -24,8 +24,8 @@ def _refine(budget: int | None, grads: torch.Tensor, low_opacity: int = 0) -> tu
     model = _model(n)
     with torch.no_grad():
         model.params["opacities"][:low_opacity] = -10.0  # below prune_opa: pruned after growing
-    d = Densify(DensifyConfig(max_gaussians=budget, grow_grad2d=2e-4, refine_start_iter=0, refine_stop_iter=15_000,
-                              refine_every=1, reset_every=10**9))
+    d = Densify(DensifyConfig(max_gaussians=budget, grow_grad2d=2e-4, prune_big=True, refine_start_iter=0,
+                              refine_stop_iter=15_000, refine_every=1, reset_every=10**9))
     state = d.initialize_state(scene_scale=1.0)
     state.update(grad2d=grads.clone(), count=torch.ones(n), radii=torch.zeros(n))
     means2d = torch.zeros(1, n, 2, requires_grad=True)

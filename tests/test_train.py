@@ -83,6 +83,10 @@ def test_the_presets_densify_as_their_methods(tiny_scene):
     s = parse_train([str(tiny_scene), "--views", "3", "--iters", "800"]).cfg
     assert (s.densify.grow_grad2d, s.densify.prune_big, s.densify.refine_stop_iter) == (5e-4, False, 800)
     assert s.priors.dropout.rate == 0.2 and s.priors.dropout.progressive
+    from reconstruct.densify import Densify
+
+    assert Densify(v).inner.prune_scale3d == 0.1 and Densify(s.densify).inner.prune_scale3d == float("inf")
+    assert Densify(s.densify).inner.grow_grad2d == 5e-4
     s = parse_train([str(tiny_scene), "--views", "3", "--densify.grow-grad2d", "3e-4", "--densify.prune-big", "True"]).cfg
     assert s.densify.grow_grad2d == 3e-4 and s.densify.prune_big  # flags win over the preset
 
