@@ -129,8 +129,8 @@ def test_eval_json_keys(trained_run, capsys):
     assert abs(out["psnr"] - metrics["psnr"]) < 1e-6
 
 
-def _train_cmd(scene: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "recon.cli", "train", str(scene), *FAST, "--iters", "40",
+def _train_cmd(scene: Path, out: Path, *extra: str, iters: int = 40) -> list[str]:
+    return [sys.executable, "-m", "recon.cli", "train", str(scene), *FAST, "--iters", str(iters),
             "--output.checkpoint-every", "5", "--out", str(out), *extra]
 
 
@@ -139,11 +139,13 @@ def _final_psnr(run: Path) -> float:
 
 
 def test_resume_after_sigkill_matches_uninterrupted_run(tiny_scene, tmp_path):
+    # 200 steps: on a quiet machine the tiny scene trains past 40 steps between two polls
+    iters = 200
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     straight = tmp_path / "straight"
-    subprocess.run(_train_cmd(tiny_scene, straight), check=True, env=env, capture_output=True)
+    subprocess.run(_train_cmd(tiny_scene, straight, iters=iters), check=True, env=env, capture_output=True)
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd(tiny_scene, killed), env=env, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(_train_cmd(tiny_scene, killed, iters=iters), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     step = 0
@@ -156,11 +158,11 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tiny_scene, tmp_path):
                 step = 0
             if step >= 15:
                 break
-        time.sleep(0.2)
+        time.sleep(0.05)
     assert proc.poll() is None, "training ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert 15 <= step < 40 and not (killed / "metrics.json").exists()
+    assert 15 <= step < iters and not (killed / "metrics.json").exists()
     subprocess.run([sys.executable, "-m", "recon.cli", "train", "--resume", str(killed)],
                    check=True, env=env, capture_output=True)
     assert abs(_final_psnr(killed) - _final_psnr(straight)) <= 0.1
