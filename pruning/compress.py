@@ -69,6 +69,10 @@ class CompressConfig:
     """Codebook sizes of the "rvq" codebooks."""
     sog: SogQuantizeConfig = field(default_factory=SogQuantizeConfig)
     """The "sog" codebooks (SH palette size, EMA)."""
+    teacher_views: int = 4
+    """Teacher views per pair of neighbouring training cameras (pruning.teacher): the run's own renders
+    between and just beyond its training cameras join the training photos in the fine-tuning phases,
+    so what only novel views see is kept. 0 = the training photos alone."""
     device: str = "auto"
     """auto = the accelerator when there is one, else CPU."""
     seed: int = 0
@@ -180,6 +184,7 @@ def compress_splats(splats, scene, out_dir: Path, cfg: CompressConfig, *, optim=
     """
     from pruning.artifact import CompactSplats, artifact_bytes, load_artifact, save_artifact
     from pruning.orient import player_orientation, scene_in_player_frame, to_player_frame
+    from pruning.teacher import with_teacher_views
     from reconstruct.config import LossConfig, OptimConfig
     from reconstruct.run import resolve_device
 
@@ -192,9 +197,13 @@ def compress_splats(splats, scene, out_dir: Path, cfg: CompressConfig, *, optim=
     before = before or _score(splats, scene, device)
     report.update(psnr_before=before["psnr"], ssim_before=before["ssim"], n_test=before["n_test"])
     history, timings = {}, {}
+    t0 = time.perf_counter()
+    train_scene = with_teacher_views(scene, splats, views_per_pair=cfg.teacher_views, device=device)
+    report["n_teacher_views"] = len(train_scene.train_ids) - len(scene.train_ids)
+    timings["teacher_seconds"] = time.perf_counter() - t0
     if cfg.masks:
         t0 = time.perf_counter()
-        splats, history["masks"] = mask_phase(splats, scene, cfg, **kw)
+        splats, history["masks"] = mask_phase(splats, train_scene, cfg, **kw)
         timings["masks_seconds"] = time.perf_counter() - t0
     report["n_after"] = len(splats)
     sog_data = player_decoded = None
@@ -208,13 +217,13 @@ def compress_splats(splats, scene, out_dir: Path, cfg: CompressConfig, *, optim=
         # frame (renders are unchanged by a joint rotation), so the file needs no second quantization.
         t0 = time.perf_counter()
         sog_data, history["codebooks"], report["codebooks"] = sog_phase(
-            to_player_frame(splats, orientation), player_scene, cfg, **kw)
+            to_player_frame(splats, orientation), scene_in_player_frame(train_scene, orientation), cfg, **kw)
         timings["quantize_seconds"] = time.perf_counter() - t0
         player_decoded = sog_data.decode()
         compact = sog_compact(sog_data, R_world_file=None if orientation.kept else orientation.R_file_world.T)
     elif cfg.quantize:
         t0 = time.perf_counter()
-        compact, history["codebooks"], report["codebooks"] = quantize_phase(splats, scene, cfg, **kw)
+        compact, history["codebooks"], report["codebooks"] = quantize_phase(splats, train_scene, cfg, **kw)
         timings["quantize_seconds"] = time.perf_counter() - t0
     else:
         compact = CompactSplats.from_splats(splats)
