@@ -194,9 +194,12 @@ class CompressCommand:
     """Print one JSON object instead of a table."""
     mask_steps: int = 600
     """Mask fine-tuning steps."""
-    mask_lambda: float = 0.02
+    mask_lambda: float = 0.1
     """Mask loss weight (higher removes more Gaussians; the paper's 5e-4 is for masks trained over a
     whole run, `recon train --masks`)."""
+    teacher_views: int = 4
+    """Renders of the run between and just beyond each pair of neighbouring training cameras that
+    join the photos while fine-tuning, so what only novel views see is kept (0 = the photos alone)."""
     mask_lr: float = 0.1
     """Adam learning rate of the mask logits."""
     quantize_steps: int = 600
@@ -235,12 +238,14 @@ class CompressCommand:
                 raise ReconError(None, f"--{name.replace('_', '-')} must be at least 1")
         if not 0 < self.admm_budget <= 1 or self.lr_scale <= 0 or self.mask_lambda < 0 or self.mask_lr <= 0:
             raise ReconError(None, "--admm-budget must be in (0, 1], --lr-scale and --mask-lr > 0, --mask-lambda >= 0")
+        if self.teacher_views < 0:
+            raise ReconError(None, f"--teacher-views must be 0 or more, got {self.teacher_views}")
         if not 0 <= self.palette <= 65536:
             raise ReconError(None, f"--palette must be 0 (auto) or 1..65536, got {self.palette}")
         none = not (self.masks or self.quantize or self.admm)
         cfg = CompressConfig(
             masks=self.masks or none, quantize=self.quantize or none, mask_steps=self.mask_steps,
-            mask_lambda=self.mask_lambda, mask_lr=self.mask_lr, quantize_steps=self.quantize_steps, lr_scale=self.lr_scale,
+            mask_lambda=self.mask_lambda, mask_lr=self.mask_lr, teacher_views=self.teacher_views, quantize_steps=self.quantize_steps, lr_scale=self.lr_scale,
             quant=QuantizeConfig(sh0_entries=self.color_entries, shN_entries=self.color_entries),
             codebooks=self.codebooks, sog=SogQuantizeConfig(palette=self.palette),
             device=self.device, progress=not self.json, admm_steps=self.admm_steps, admm_budget=self.admm_budget,

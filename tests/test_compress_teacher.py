@@ -96,3 +96,11 @@ def test_masks_keep_what_only_novel_views_see_with_teacher_views(tmp_path, teach
         assert hidden and report["psnr_after"] > lost + 2, (report["psnr_after"], lost)  # kept: teacher views see it
     else:
         assert not hidden and report["psnr_after"] < lost + 1, (report["psnr_after"], lost)  # no photo needs it
+
+
+def test_cli_refuses_negative_teacher_views(tmp_path, capsys):
+    from recon.cli import main
+
+    assert main(["compress", str(tmp_path), "--teacher-views", "-1"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--teacher-views" in err[0], err
