@@ -91,7 +91,7 @@ def compare(run_dir: Path, *, steps: int, st_iterations: int, tool: str | None, 
                                  device, base))
                 print(json.dumps(rows[-1]), file=sys.stderr)
     return {"run": str(run_dir), "n_splats": n, "sh_degree": splats.sh_degree, "ply_bytes": ply_bytes,
-            "psnr_before": base["psnr"], "n_test": base["n_test"], "steps": steps, "st_iterations": st_iterations,
+            "psnr_before": base["psnr"], "ssim_before": base["ssim"], "n_test": base["n_test"], "steps": steps, "st_iterations": st_iterations,
             "st_note": st_note, "rows": rows}
 
 
@@ -114,12 +114,13 @@ def print_table(results: dict) -> None:
 
     table = Table(title=f"scene.sog vs splat-transform: {results['run']} ({results['n_splats']:,} splats, SH "
                         f"{results['sh_degree']}, .ply {results['ply_bytes'] / 1e6:.2f} MB, "
-                        f"{results['psnr_before']:.2f} dB)")
-    for col in ("variant", "splats", "bytes", "B/splat", "x .ply", "PSNR", "dPSNR", "seconds"):
+                        f"{results['psnr_before']:.2f} dB, SSIM {results['ssim_before']:.3f})")
+    for col in ("variant", "splats", "bytes", "B/splat", "x .ply", "PSNR", "dPSNR", "SSIM", "seconds"):
         table.add_column(col, justify="right")
     for r in results["rows"]:
         table.add_row(r["variant"], f"{r['n_splats']:,}", f"{r['bytes']:,}", f"{r['bytes_per_splat']:.2f}",
-                      f"{r['x_ply']:.1f}x", f"{r['psnr']:.3f}", f"{r['dpsnr']:+.3f}", f"{r['seconds']:.1f}")
+                      f"{r['x_ply']:.1f}x", f"{r['psnr']:.3f}", f"{r['dpsnr']:+.3f}", f"{r['ssim']:.3f}",
+                      f"{r['seconds']:.1f}")
     Console().print(table)
     if results.get("st_note"):
         print(results["st_note"])
