@@ -14,6 +14,10 @@ Phases on a finished splat run (each optional; with no flag given, masks and cod
    losslessly) is written, decoded back and scored, so "after" is what a reader of the artifact
    gets. The decoded splats are also exported as a PlayCanvas compressed .ply.
 
+Both fine-tuning phases train on the run's photos plus teacher views (pruning.teacher: the
+uncompressed splats' renders between and just beyond neighbouring training cameras), so a sparse-view
+run keeps what only its novel views see.
+
 The report (RUN/compressed/report.json) holds Gaussians, bytes and PSNR/SSIM before and after.
 """
 

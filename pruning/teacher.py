@@ -36,9 +36,10 @@ def pose_along(T_a: np.ndarray, T_b: np.ndarray, t: float) -> np.ndarray:
 
 
 def teacher_fractions(views_per_pair: int) -> np.ndarray:
-    """[views_per_pair] fractions of the way between two cameras, evenly spread over [-0.25, 1.25]."""
+    """[views_per_pair] fractions of the way between two cameras, evenly spread over [-0.25, 1.25]
+    (one view: the midpoint)."""
     assert views_per_pair >= 1, views_per_pair
-    return np.linspace(-0.25, 1.25, views_per_pair)
+    return np.array([0.5]) if views_per_pair == 1 else np.linspace(-0.25, 1.25, views_per_pair)
 
 
 def neighbour_pairs(T_world_cam: np.ndarray, ids: list[int]) -> list[tuple[int, int]]:

@@ -48,6 +48,7 @@ def test_teacher_poses_lie_between_and_just_beyond_neighbours():
     scene = _scene(splats)
     assert neighbour_pairs(scene.T_world_cam, [0, 2]) == [(0, 2)]
     np.testing.assert_allclose(teacher_fractions(4), [-0.25, 0.25, 0.75, 1.25])
+    np.testing.assert_allclose(teacher_fractions(1), [0.5])
     poses, frames = teacher_poses(scene, 5)
     assert poses.shape == (5, 4, 4) and frames == [0] * 5
     a, b = scene.T_world_cam[0][:3, 3], scene.T_world_cam[2][:3, 3]
