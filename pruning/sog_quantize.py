@@ -132,9 +132,11 @@ class ScalarCodebook:
         self.entries = torch.as_tensor(book, dtype=torch.float32, device=values.device)
 
     def padded(self) -> np.ndarray:
-        """[256] float32 entries as the file stores them (the last one repeated)."""
+        """[256] float32 entries as the file stores them. No code points past the used entries, so
+        they are padded with the smallest integer not below the last one: the codebook stays sorted
+        and each pad is three characters of meta.json instead of a float's nine or ten."""
         e = self.entries.cpu().numpy().astype(np.float32)
-        return np.concatenate([e, np.full(256 - len(e), e[-1], np.float32)])
+        return np.concatenate([e, np.full(256 - len(e), np.ceil(e[-1]), np.float32)])
 
     def codes(self, x: Tensor) -> Tensor:
         """Index of the nearest entry of every value (same shape as x)."""

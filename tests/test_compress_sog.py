@@ -136,3 +136,13 @@ def test_bench_compares_with_splat_transform(tmp_path, monkeypatch):
     if "splat-transform -i 1" in rows:  # splat-transform keeps the .ply's (world) axes
         assert rows["splat-transform -i 1"]["psnr"] > 25.0, rows["splat-transform -i 1"]
     compress_sog.print_table(res)
+
+
+def test_codebook_pads_keep_it_sorted_and_short():
+    from pruning.sog_quantize import ScalarCodebook
+
+    book = ScalarCodebook(torch.linspace(-3.3, 1.93, 500), 64)
+    padded = book.padded()
+    assert padded.shape == (256,) and np.all(np.diff(padded) >= 0)
+    np.testing.assert_array_equal(padded[:64], book.entries.numpy())
+    assert np.all(padded[64:] == 2.0)  # the smallest integer not below the last entry
