@@ -54,7 +54,7 @@ class CompressConfig:
     mask_lambda: float = 0.1
     """Mask loss weight. Compact 3DGS uses 5e-4 with masks trained over a whole 30k-step run; in a
     150-step fine-tuning of a lego run that removed nothing, 0.02 removed 56%. With teacher views
-    (fern 3 views, 504x378, 29,985 splats, 300 steps): 0.06 kept 37% at -0.04 dB / -0.007 SSIM,
+    (fern 3 views, 504x378, the sparse run's step-4000 state of 29,985 splats, 300 mask steps): 0.06 kept 37% at -0.04 dB / -0.007 SSIM,
     0.15 kept 14% at +0.02 dB / -0.020 SSIM on the test views."""
     mask_lr: float = 0.1
     """Adam learning rate of the mask logits (Compact 3DGS: 0.01 over a 30k-step run; a short

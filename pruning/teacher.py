@@ -7,7 +7,7 @@ add those viewpoints with the teacher's image as the target, so the fine-tuning 
 novel-view behaviour instead of only its training-view fit.
 
 Cameras: for every training camera and its nearest training neighbour (each pair once), poses at
-fixed fractions of the way from one to the other (position lerp, orientation slerp), the ends
+fixed fractions of the way from one to the other (reconstruct.priors.pseudo.interpolate_pose), the ends
 extended a quarter of the gap beyond both cameras (the views just outside the
 baseline, where sparse-view test cameras often sit), with the first camera's intrinsics.
 """
@@ -20,19 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from reconstruct.priors.pseudo import interpolate_pose
 from scenes.types import SceneData
-
-
-def pose_along(T_a: np.ndarray, T_b: np.ndarray, t: float) -> np.ndarray:
-    """[4,4] camera-to-world a fraction ``t`` of the way from T_a to T_b; t outside [0, 1] extends
-    the path (position on the line, orientation along the same geodesic)."""
-    from scipy.spatial.transform import Rotation
-
-    rel = Rotation.from_matrix(T_a[:3, :3].T @ T_b[:3, :3]).as_rotvec()
-    out = np.eye(4)
-    out[:3, :3] = T_a[:3, :3] @ Rotation.from_rotvec(t * rel).as_matrix()
-    out[:3, 3] = (1 - t) * T_a[:3, 3] + t * T_b[:3, 3]
-    return out
 
 
 def teacher_fractions(views_per_pair: int) -> np.ndarray:
@@ -62,7 +51,7 @@ def teacher_poses(scene: SceneData, views_per_pair: int) -> tuple[np.ndarray, li
     poses, frames = [], []
     for a, b in neighbour_pairs(scene.T_world_cam, list(scene.train_ids)):
         for t in teacher_fractions(views_per_pair):
-            poses.append(pose_along(scene.T_world_cam[a], scene.T_world_cam[b], float(t)))
+            poses.append(interpolate_pose(scene.T_world_cam[a], scene.T_world_cam[b], float(t)))
             frames.append(a)
     return np.asarray(poses, dtype=np.float64).reshape(-1, 4, 4), frames
 
@@ -105,5 +94,5 @@ def with_teacher_views(scene: SceneData, splats: Any, *, views_per_pair: int, de
         distortion=None if scene.distortion is None else np.concatenate([scene.distortion, scene.distortion[frames]]),
         loader=loader,
         mask_loader=None if own_masks is None else mask_loader,
-        _cache={k: v for k, v in scene._cache.items()},
+        _cache=dict(scene._cache),  # its own cache: the frame numbers mean more frames now
     )

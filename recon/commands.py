@@ -245,7 +245,8 @@ class CompressCommand:
         none = not (self.masks or self.quantize or self.admm)
         cfg = CompressConfig(
             masks=self.masks or none, quantize=self.quantize or none, mask_steps=self.mask_steps,
-            mask_lambda=self.mask_lambda, mask_lr=self.mask_lr, teacher_views=self.teacher_views, quantize_steps=self.quantize_steps, lr_scale=self.lr_scale,
+            mask_lambda=self.mask_lambda, mask_lr=self.mask_lr, teacher_views=self.teacher_views,
+            quantize_steps=self.quantize_steps, lr_scale=self.lr_scale,
             quant=QuantizeConfig(sh0_entries=self.color_entries, shN_entries=self.color_entries),
             codebooks=self.codebooks, sog=SogQuantizeConfig(palette=self.palette),
             device=self.device, progress=not self.json, admm_steps=self.admm_steps, admm_budget=self.admm_budget,

@@ -5,11 +5,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from pruning.artifact import load_artifact
 from pruning.compress import CompressConfig, compress_splats
 from pruning.teacher import neighbour_pairs, teacher_fractions, teacher_poses, with_teacher_views
 from reconstruct.evaluate import render_splats
+from reconstruct.metrics import psnr
 from reconstruct.splats import Splats
 from scenes.geometry import look_at
 from scenes.types import SceneData
@@ -58,6 +60,21 @@ def test_teacher_poses_lie_between_and_just_beyond_neighbours():
         np.testing.assert_allclose(T[:3, :3] @ T[:3, :3].T, np.eye(3), atol=1e-9)
 
 
+def test_interpolated_pose_is_slerp_inside_and_continues_outside():
+    from scipy.spatial.transform import Rotation, Slerp
+
+    from reconstruct.priors.pseudo import interpolate_pose
+
+    scene = _scene(_hidden_splats())
+    T_a, T_b = scene.T_world_cam[0], scene.T_world_cam[2]
+    slerp = Slerp([0.0, 1.0], Rotation.from_matrix(np.stack([T_a[:3, :3], T_b[:3, :3]])))
+    for t in (0.0, 0.3, 1.0):
+        np.testing.assert_allclose(interpolate_pose(T_a, T_b, t)[:3, :3], slerp([t]).as_matrix()[0], atol=1e-9)
+    # beyond the ends: the same rotation step again
+    step = T_a[:3, :3].T @ interpolate_pose(T_a, T_b, 0.25)[:3, :3]
+    np.testing.assert_allclose(interpolate_pose(T_a, T_b, -0.25)[:3, :3], T_a[:3, :3] @ step.T, atol=1e-9)
+
+
 def test_teacher_scene_appends_rendered_frames_and_keeps_the_rest():
     splats = _hidden_splats()
     scene = _scene(splats)
@@ -88,10 +105,6 @@ def test_masks_keep_what_only_novel_views_see_with_teacher_views(tmp_path, teach
     assert report["n_teacher_views"] == teacher
     after = load_artifact(tmp_path / str(teacher))
     hidden = np.linalg.norm(after.means - splats.means[-1], axis=1).min() < 0.05
-    from reconstruct.metrics import psnr
-
-    import torch
-
     lost = psnr(render_splats(without, scene, 1)[0], torch.as_tensor(scene.image(1)))  # the test view without it
     if teacher:
         assert hidden and report["psnr_after"] > lost + 2, (report["psnr_after"], lost)  # kept: teacher views see it

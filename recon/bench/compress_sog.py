@@ -91,8 +91,8 @@ def compare(run_dir: Path, *, steps: int, st_iterations: int, tool: str | None, 
                                  device, base))
                 print(json.dumps(rows[-1]), file=sys.stderr)
     return {"run": str(run_dir), "n_splats": n, "sh_degree": splats.sh_degree, "ply_bytes": ply_bytes,
-            "psnr_before": base["psnr"], "ssim_before": base["ssim"], "n_test": base["n_test"], "steps": steps, "st_iterations": st_iterations,
-            "st_note": st_note, "rows": rows}
+            "psnr_before": base["psnr"], "ssim_before": base["ssim"], "n_test": base["n_test"], "steps": steps,
+            "st_iterations": st_iterations, "st_note": st_note, "rows": rows}
 
 
 def run_sog_bench(bench, run_dir: Path) -> dict:

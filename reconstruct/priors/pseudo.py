@@ -22,12 +22,13 @@ def _quat_from_matrix(R: np.ndarray) -> np.ndarray:
 
 
 def interpolate_pose(T_a: np.ndarray, T_b: np.ndarray, t: float) -> np.ndarray:
-    """[4,4] camera-to-world pose a fraction ``t`` of the way from T_a to T_b (lerp + slerp)."""
-    from scipy.spatial.transform import Rotation, Slerp
+    """[4,4] camera-to-world a fraction ``t`` of the way from T_a to T_b: position on the line,
+    orientation along the geodesic (slerp). ``t`` outside [0, 1] continues the same path."""
+    from scipy.spatial.transform import Rotation
 
-    rots = Rotation.from_matrix(np.stack([T_a[:3, :3], T_b[:3, :3]]))
+    rel = Rotation.from_matrix(T_a[:3, :3].T @ T_b[:3, :3]).as_rotvec()
     out = np.eye(4)
-    out[:3, :3] = Slerp([0.0, 1.0], rots)([t]).as_matrix()[0]
+    out[:3, :3] = T_a[:3, :3] @ Rotation.from_rotvec(t * rel).as_matrix()
     out[:3, 3] = (1 - t) * T_a[:3, 3] + t * T_b[:3, 3]
     return out
 
