@@ -378,6 +378,8 @@ CHECKS: tuple[tuple[str, str, float | None, float | None], ...] = (
     ("loss.ssim_lambda", "--loss.ssim-lambda", 0.0, 1.0),
     ("priors.dropout.rate", "--priors.dropout.rate", 0.0, 0.95),
     ("priors.pseudo_views.resolution_scale", "--priors.pseudo-views.resolution-scale", 0.05, 1.0),
+    ("priors.needles.max_ratio", "--priors.needles.max-ratio", 1.0, None),
+    ("priors.needles.weight", "--priors.needles.weight", 0.0, None),
     ("viewer_port", "--viewer-port", 1, 65535),
     ("holdout", "--holdout", 0, None),
     ("cameras.lr", "--cameras.lr", 1e-9, 1.0),

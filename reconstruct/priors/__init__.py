@@ -75,6 +75,11 @@ def attach_priors(method: "SplatMethod", priors: PriorsConfig, cache_dir: Path, 
         if preds is not None:
             method.regularizers.append(MonoDepthLoss(priors.mono_depth, preds, method.device, seed))
             attached.append("mono_depth")
+    if priors.needles.enabled:
+        from reconstruct.priors.needles import NeedleLoss
+
+        method.regularizers.append(NeedleLoss(priors.needles))
+        attached.append("needles")
     if priors.diffusion.enabled:
         from reconstruct.priors.diffusion import attach_diffusion
 

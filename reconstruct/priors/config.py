@@ -169,6 +169,22 @@ class DiffusionConfig:
 
 
 @dataclass
+class NeedleConfig:
+    """A hinge on each Gaussian's largest-to-middle scale ratio (reconstruct/priors/needles.py): line
+    segments along training rays, which few views cannot tell from surfaces, are pulled back into
+    discs or blobs."""
+
+    enabled: bool | None = None
+    """Add the needle penalty; None = as the preset says."""
+    weight: float = 0.1
+    """Weight of the mean hinge ln(s_max / s_mid) - ln(max_ratio) over the Gaussians."""
+    max_ratio: float = 10.0
+    """Largest-to-middle scale ratio that is free."""
+    schedule: Schedule = _schedule(start=0, every=1)
+    """When the prior acts."""
+
+
+@dataclass
 class PriorsConfig:
     """Sparse-view priors (all off by default; ``--preset sparse`` turns the helpful ones on)."""
 
@@ -178,11 +194,12 @@ class PriorsConfig:
     sfm_depth: SfmDepthConfig = field(default_factory=SfmDepthConfig)
     mono_depth: MonoDepthConfig = field(default_factory=MonoDepthConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    needles: NeedleConfig = field(default_factory=NeedleConfig)
     cache_dir: Path | None = None
     """Where model outputs are cached (default: the run folder's priors/)."""
 
     def names(self) -> tuple[str, ...]:
         """The priors' sub-config names."""
-        return ("dropout", "binocular", "pseudo_views", "sfm_depth", "mono_depth", "diffusion")
+        return ("dropout", "binocular", "pseudo_views", "sfm_depth", "mono_depth", "diffusion", "needles")
 
 
