@@ -2,7 +2,8 @@
 within a Gaussian budget and with an account of what every refinement did.
 
 Each refinement step reports, in the strategy state's ``events``, how many Gaussians were
-duplicated, split and pruned (gsplat's own counts), and an opacity reset is reported too, so a run
+duplicated, split and pruned (gsplat's own counts; ``densify_unseen``: pruned because no training
+render drew them), and an opacity reset is reported too, so a run
 whose Gaussian count collapses shows which mechanism removed them.
 """
 
@@ -13,6 +14,7 @@ from typing import Any
 
 import torch
 from gsplat.strategy import DefaultStrategy
+from gsplat.strategy.ops import remove
 
 from reconstruct.config import DensifyConfig
 
@@ -21,11 +23,13 @@ class CountingDefaultStrategy(DefaultStrategy):
     """gsplat's DefaultStrategy with a Gaussian budget, keeping the counts its grow and prune steps
     return. Under the budget it is gsplat's, unchanged; a refinement that would grow beyond
     ``budget`` grows only the candidates with the largest averaged image-plane gradients (the
-    gradient threshold raised to the one that leaves room for them), then prunes as usual."""
+    gradient threshold raised to the one that leaves room for them), then prunes as usual; with
+    ``prune_unseen`` it also prunes what no training render drew since the last refinement."""
 
-    def __init__(self, *, budget: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, budget: int | None = None, prune_unseen: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.budget = budget
+        self.prune_unseen = prune_unseen
         self.counts: dict[str, int] = {}
 
     def _grow_gs(self, params, optimizers, state, step):  # type: ignore[no-untyped-def]
@@ -48,6 +52,14 @@ class CountingDefaultStrategy(DefaultStrategy):
     def _prune_gs(self, params, optimizers, state, step):  # type: ignore[no-untyped-def]
         n_prune = super()._prune_gs(params, optimizers, state, step)
         self.counts["densify_pruned"] = int(n_prune)
+        if self.prune_unseen:
+            # state["count"]: the training renders since the last refinement that drew each Gaussian
+            unseen = state["count"] == 0  # [N]
+            n_unseen = int(unseen.sum())
+            if n_unseen:
+                remove(params=params, optimizers=optimizers, state=state, mask=unseen)
+            self.counts["densify_unseen"] = n_unseen
+            n_prune += n_unseen
         return n_prune
 
 
@@ -62,10 +74,10 @@ class Densify:
 
     def __post_init__(self) -> None:
         d = self.config
-        assert None not in (d.grow_grad2d, d.refine_stop_iter, d.prune_big), "resolve the config first"
+        assert None not in (d.grow_grad2d, d.refine_stop_iter, d.prune_big, d.prune_unseen), "resolve the config first"
         assert d.grow_grad2d is not None and d.refine_stop_iter is not None  # for the type checker
         self.inner = CountingDefaultStrategy(
-            budget=d.max_gaussians, prune_opa=d.prune_opa, grow_grad2d=d.grow_grad2d,
+            budget=d.max_gaussians, prune_unseen=bool(d.prune_unseen), prune_opa=d.prune_opa, grow_grad2d=d.grow_grad2d,
             prune_scale3d=0.1 if d.prune_big else float("inf"),
             refine_start_iter=d.refine_start_iter, refine_stop_iter=d.refine_stop_iter,
             refine_every=d.refine_every, reset_every=d.reset_every)

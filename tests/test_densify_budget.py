@@ -19,15 +19,18 @@ def _model(n: int, seed: int = 0):
     return type("Model", (), {"params": params, "optimizers": optimizers, "__len__": lambda self: n})()
 
 
-def _refine(budget: int | None, grads: torch.Tensor, low_opacity: int = 0) -> tuple[dict, torch.Tensor, dict]:
+def _refine(budget: int | None, grads: torch.Tensor, low_opacity: int = 0, *, unseen: int = 0,
+            prune_unseen: bool = False) -> tuple[dict, torch.Tensor, dict]:
     n = len(grads)
     model = _model(n)
     with torch.no_grad():
         model.params["opacities"][:low_opacity] = -10.0  # below prune_opa: pruned after growing
     d = Densify(DensifyConfig(max_gaussians=budget, grow_grad2d=2e-4, prune_big=True, refine_start_iter=0,
-                              refine_stop_iter=15_000, refine_every=1, reset_every=10**9))
+                              refine_stop_iter=15_000, refine_every=1, reset_every=10**9, prune_unseen=prune_unseen))
     state = d.initialize_state(scene_scale=1.0)
-    state.update(grad2d=grads.clone(), count=torch.ones(n), radii=torch.zeros(n))
+    count = torch.ones(n)
+    count[n - unseen:] = 0  # the last `unseen` were drawn by no training render since the last refinement
+    state.update(grad2d=grads.clone(), count=count, radii=torch.zeros(n))
     means2d = torch.zeros(1, n, 2, requires_grad=True)
     means2d.grad = torch.zeros(1, n, 2)  # this step adds nothing: the statistics are the ones set above
     info = {"width": 64, "height": 64, "n_cameras": 1, "radii": torch.zeros(1, n, 2, dtype=torch.int32),
@@ -57,3 +60,68 @@ def test_past_the_budget_the_largest_gradients_grow_and_pruning_goes_on():
     # at the budget nothing grows, the pruned ones make room for the next refinement
     _, _, full = _refine(100, grads)
     assert full["densify_duplicated"] == 0 and full["densify_over_budget"] == wanted
+
+
+def test_unseen_gaussians_are_pruned_only_when_asked():
+    grads = torch.zeros(50)  # nothing grows
+    _, means_kept, ev_kept = _refine(None, grads, unseen=7)
+    assert len(means_kept) == 50 and "densify_unseen" not in ev_kept
+    state, means, ev = _refine(None, grads, low_opacity=3, unseen=7, prune_unseen=True)
+    assert ev["densify_pruned"] == 3 and ev["densify_unseen"] == 7 and len(means) == 40
+    assert torch.equal(means, _model(50).params["means"].detach()[3:43])  # the opacity prune, then the unseen ones
+    assert len(state["count"]) == 40
+
+
+def test_training_prunes_the_gaussians_no_training_camera_sees(tmp_path):
+    """Gaussians behind every training camera get no gradient; with ``prune_unseen`` the first
+    refinement removes exactly them (the step's events say so), without it they stay."""
+    import numpy as np
+
+    from reconstruct.config import InitConfig, LossConfig, OptimConfig
+    from reconstruct.demo import write_demo_scene
+    from reconstruct.loop import LoopState, train_loop
+    from reconstruct.splatting import SplatMethod, model_from_points
+    from scenes import load_scene
+
+    scene = load_scene(write_demo_scene(tmp_path / "scene", n_train=3, n_test=1, size=32), views=3)
+    rng = np.random.default_rng(0)
+    seen = rng.uniform(-0.5, 0.5, (200, 3))
+
+    def outside_every_image(x: np.ndarray) -> bool:
+        for i in scene.train_ids:
+            T_cam_world = np.linalg.inv(scene.T_world_cam[i])
+            p = T_cam_world[:3, :3] @ x + T_cam_world[:3, 3]
+            u, v = (scene.Ks[i] @ p)[:2] / p[2]
+            if p[2] > 0 and -8 < u < 40 and -8 < v < 40:  # in front and within 8 px of the 32 px image
+                return False
+        return True
+
+    # a spot 6 units from the origin (the cameras are at 4) that no training camera looks at
+    directions = rng.normal(size=(500, 3))
+    back = next(6.0 * d / np.linalg.norm(d) for d in directions if outside_every_image(6.0 * d / np.linalg.norm(d)))
+    hidden = back + rng.normal(0, 0.02, (5, 3))
+    assert all(outside_every_image(x) for x in hidden)
+    counts = {}
+    for prune_unseen in (False, True):
+        optim = OptimConfig(sh_degree=0)
+        model = model_from_points(np.concatenate([seen, hidden]), rng.uniform(0, 1, (205, 3)), init=InitConfig(),
+                                  optim=optim, scene=scene, device=torch.device("cpu"))
+        model.add_strategy(Densify(DensifyConfig(max_gaussians=None, grow_grad2d=1.0, prune_big=False,
+                                                 prune_opa=0.0, refine_start_iter=10, refine_stop_iter=1000,
+                                                 refine_every=20, reset_every=10**9, prune_unseen=prune_unseen)))
+        method = SplatMethod(scene, model, optim=optim, loss=LossConfig(), total_steps=25, seed=0)
+        events: dict = {}
+        method_step = method.train_step
+
+        def step(k, method_step=method_step, events=events):
+            out = method_step(k)
+            events.update(out.events)
+            return out
+
+        method.train_step = step  # type: ignore[method-assign]
+        train_loop(method, LoopState(), until=25, label="unseen", show_progress=False)
+        left = model.params["means"].detach().numpy()
+        counts[prune_unseen] = int((np.linalg.norm(left - back, axis=1) < 0.5).sum())
+        assert len(left) == (200 if prune_unseen else 205)
+        assert events.get("densify_unseen", 0) == (5 if prune_unseen else 0), events
+    assert counts == {False: 5, True: 0}

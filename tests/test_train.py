@@ -75,16 +75,18 @@ def test_sparse_preset_is_the_default_for_few_views_and_flags_still_win(tiny_sce
 
 def test_the_presets_densify_as_their_methods(tiny_scene):
     """vanilla: 3DGS's threshold, big-Gaussian prune, densification to 5k; sparse: DropGaussian's
-    released settings (threshold 5e-4, opacity prune only, densification to the last step)."""
+    released settings (threshold 5e-4, opacity prune only, densification to the last step) and the
+    prune of what no training render draws."""
     from recon.train import parse_train
 
     v = parse_train([str(tiny_scene), "--iters", "800"]).cfg.densify
-    assert (v.grow_grad2d, v.prune_big, v.refine_stop_iter) == (2e-4, True, 5_000)
+    assert (v.grow_grad2d, v.prune_big, v.refine_stop_iter, v.prune_unseen) == (2e-4, True, 5_000, False)
     s = parse_train([str(tiny_scene), "--views", "3", "--iters", "800"]).cfg
     assert (s.densify.grow_grad2d, s.densify.prune_big, s.densify.refine_stop_iter) == (5e-4, False, 800)
     assert s.priors.dropout.rate == 0.2 and s.priors.dropout.progressive
     from reconstruct.densify import Densify
 
+    assert s.densify.prune_unseen and Densify(s.densify).inner.prune_unseen and not Densify(v).inner.prune_unseen
     assert Densify(v).inner.prune_scale3d == 0.1 and Densify(s.densify).inner.prune_scale3d == float("inf")
     assert Densify(s.densify).inner.grow_grad2d == 5e-4
     s = parse_train([str(tiny_scene), "--views", "3", "--densify.grow-grad2d", "3e-4", "--densify.prune-big", "True"]).cfg
