@@ -194,7 +194,7 @@ class CompressCommand:
     """Print one JSON object instead of a table."""
     mask_steps: int = 600
     """Mask fine-tuning steps."""
-    mask_lambda: float = 0.1
+    mask_lambda: float = 0.07
     """Mask loss weight (higher removes more Gaussians; the paper's 5e-4 is for masks trained over a
     whole run, `recon train --masks`)."""
     teacher_views: int = 4
