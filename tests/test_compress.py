@@ -130,3 +130,17 @@ def test_nerf_pruning_plot_is_written(tmp_path):
     plot({"steps": 10, "psnr_run": 20.9, "hash_params_run": 2_468_752, "rows": rows}, tmp_path / "nerf.png")
     data = (tmp_path / "nerf.png").read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_cli_defaults_are_the_compress_configs():
+    """`recon compress` restates CompressConfig's defaults for tyro; they must stay the same values."""
+    import dataclasses
+
+    from pruning.compress import CompressConfig
+    from recon.commands import CompressCommand
+
+    lib = {f.name: f.default for f in dataclasses.fields(CompressConfig)}
+    cli = {f.name: f.default for f in dataclasses.fields(CompressCommand)}
+    shared = sorted(set(lib) & set(cli) - {"masks", "quantize", "admm"})  # the CLI's flags pick phases
+    assert {"mask_lambda", "mask_steps", "teacher_views", "mask_lr", "quantize_steps", "lr_scale"} <= set(shared)
+    assert {k: cli[k] for k in shared} == {k: lib[k] for k in shared}

@@ -33,13 +33,6 @@ def needle_excess(log_scales: torch.Tensor, max_ratio: float) -> torch.Tensor:
     return torch.relu(ordered[:, 2] - ordered[:, 1] - math.log(max_ratio))
 
 
-def needle_fraction(log_scales: torch.Tensor, max_ratio: float) -> float:
-    """Share of the Gaussians whose largest-to-middle scale ratio exceeds ``max_ratio``."""
-    if len(log_scales) == 0:
-        return 0.0
-    return float((needle_excess(log_scales.detach(), max_ratio) > 0).float().mean())
-
-
 class NeedleLoss:
     """Regularizer on the model's log scales (no render)."""
 
