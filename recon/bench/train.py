@@ -125,8 +125,10 @@ def measure(entry: dict, *, preset: str, warmup: int, steps: int, variants: tupl
         t0, c0 = time.perf_counter(), time.process_time()
         train_loop(run, s, until=state.step + steps, label=f"{entry['name']} {variant}", show_progress=False)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        # the same steps again under cProfile (from the same start) for the kernel-level split
+        # the same steps again under cProfile (from the same start) for the kernel-level split,
+        # with a timer of their own so the profiled steps do not add to the phase split above
         run.load_state_dict(copy.deepcopy(base))
+        run.timer = PhaseTimer()
         profiler = cProfile.Profile()
         profiler.enable()
         train_loop(run, LoopState(step=state.step), until=state.step + steps, label="profile", show_progress=False)

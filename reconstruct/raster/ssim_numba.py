@@ -7,8 +7,9 @@ over every pixel and channel. Per channel, with B the zero-padded blur:
     mu_x = B x, mu_y = B y, s_xx = B(x^2) - mu_x^2, s_yy = B(y^2) - mu_y^2, s_xy = B(xy) - mu_x mu_y
     S = (2 mu_x mu_y + c1)(2 s_xy + c2) / ((mu_x^2 + mu_y^2 + c1)(s_xx + s_yy + c2))
 
-The forward fuses the five products into the horizontal pass (no [5, H, W, C] stack of
-inputs) and computes, next to S, the per-pixel partials of S with respect to the blurred
+Images are planar inside ([C, H, W]), so every pass runs its inner loop over contiguous
+pixels of one row and vectorizes. The forward fuses the five products into the horizontal
+pass (no stack of five input images) and computes, next to S, the per-pixel partials of S with respect to the blurred
 maps. B is symmetric (its transpose is itself, zero padding included), so the backward is
 two more blur passes over those partials:
 
@@ -38,139 +39,155 @@ def gaussian_window(size: int = WINDOW, sigma: float = SIGMA) -> np.ndarray:
     return g / g.sum()
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath={"contract"})
 def _blur_rows(src, g, out):
-    """Horizontal zero-padded pass: out[m, i, j, c] = sum_k g[k] src[m, i, j + k - r, c].
-    src, out [M, H, W, C]."""
-    M, H, W, C = src.shape
-    r = g.shape[0] // 2
-    for t in prange(M * H):
-        m = t // H
+    """Horizontal zero-padded pass: out[q, c, i, j] = sum_k g[k] src[q, c, i, j + k - r].
+    src, out [Q, C, H, W] (planar). Each row is copied into a zero-padded local buffer and
+    summed into a local accumulator: fixed bounds and no possible aliasing, so it vectorizes."""
+    Q, C, H, W = src.shape
+    K = g.shape[0]
+    r = K // 2
+    for t in prange(Q * C * H):
+        q = t // (C * H)
+        c = (t // H) % C
         i = t % H
-        for j in range(W):
-            k0 = max(0, r - j)
-            k1 = min(g.shape[0], W + r - j)
-            for c in range(C):
-                acc = 0.0
-                for k in range(k0, k1):
-                    acc += g[k] * src[m, i, j + k - r, c]
-                out[m, i, j, c] = acc
+        pad = np.zeros(W + 2 * r)
+        pad[r:r + W] = src[q, c, i]
+        acc = np.zeros(W)
+        for k in range(K):
+            w = g[k]
+            for j in range(W):
+                acc[j] += w * pad[j + k]
+        out[q, c, i, :] = acc
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath={"contract"})
 def _blur_cols(src, g, out):
-    """Vertical zero-padded pass: out[m, i, j, c] = sum_k g[k] src[m, i + k - r, j, c]."""
-    M, H, W, C = src.shape
-    r = g.shape[0] // 2
-    for t in prange(M * H):
-        m = t // H
+    """Vertical zero-padded pass: out[q, c, i, j] = sum_k g[k] src[q, c, i + k - r, j].
+    src, out [Q, C, H, W]."""
+    Q, C, H, W = src.shape
+    K = g.shape[0]
+    r = K // 2
+    for t in prange(Q * C * H):
+        q = t // (C * H)
+        c = (t // H) % C
         i = t % H
-        k0 = max(0, r - i)
-        k1 = min(g.shape[0], H + r - i)
-        for j in range(W):
-            for c in range(C):
-                acc = 0.0
-                for k in range(k0, k1):
-                    acc += g[k] * src[m, i + k - r, j, c]
-                out[m, i, j, c] = acc
+        orow = out[q, c, i]
+        orow[:] = 0.0
+        for k in range(max(0, r - i), min(K, H + r - i)):
+            srow = src[q, c, i + k - r]
+            w = g[k]
+            for j in range(W):
+                orow[j] += w * srow[j]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath={"contract"})
 def _moments_rows(x, y, g, out):
-    """Horizontal pass of the five SSIM inputs x, y, x^2, y^2, xy, formed on the fly.
-    x, y [H, W, C]; out [5, H, W, C]."""
-    H, W, C = x.shape
-    r = g.shape[0] // 2
-    for i in prange(H):
-        for j in range(W):
-            k0 = max(0, r - j)
-            k1 = min(g.shape[0], W + r - j)
-            for c in range(C):
-                s0 = 0.0
-                s1 = 0.0
-                s2 = 0.0
-                s3 = 0.0
-                s4 = 0.0
-                for k in range(k0, k1):
-                    w = g[k]
-                    xv = x[i, j + k - r, c]
-                    yv = y[i, j + k - r, c]
-                    s0 += w * xv
-                    s1 += w * yv
-                    s2 += w * xv * xv
-                    s3 += w * yv * yv
-                    s4 += w * xv * yv
-                out[0, i, j, c] = s0
-                out[1, i, j, c] = s1
-                out[2, i, j, c] = s2
-                out[3, i, j, c] = s3
-                out[4, i, j, c] = s4
+    """Horizontal pass of the five SSIM inputs x, y, x^2, y^2, xy, formed on the fly (zero-padded
+    local rows, as in ``_blur_rows``). x, y [C, H, W]; out [5, C, H, W]."""
+    C, H, W = x.shape
+    K = g.shape[0]
+    r = K // 2
+    for t in prange(C * H):
+        c = t // H
+        i = t % H
+        xp = np.zeros(W + 2 * r)
+        yp = np.zeros(W + 2 * r)
+        xp[r:r + W] = x[c, i]
+        yp[r:r + W] = y[c, i]
+        acc = np.zeros((5, W))
+        for k in range(K):
+            w = g[k]
+            for j in range(W):
+                xv = xp[j + k]
+                yv = yp[j + k]
+                acc[0, j] += w * xv
+                acc[1, j] += w * yv
+                acc[2, j] += w * (xv * xv)
+                acc[3, j] += w * (yv * yv)
+                acc[4, j] += w * (xv * yv)
+        for m in range(5):
+            out[m, c, i, :] = acc[m]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath={"contract"})
 def _ssim_and_partials(moments, c1, c2, with_ref, ssim_rows, partials):
-    """Per-pixel SSIM summed per row, and its partials w.r.t. the blurred maps.
+    """Per-pixel SSIM summed per image row, and its partials w.r.t. the blurred maps.
 
-    moments [5, H, W, C] = B x, B y, B x^2, B y^2, B xy. Writes ssim_rows [H] (row sums of
-    S) and partials [3 or 5, H, W, C]: dS/d(B x), dS/d(B x^2), dS/d(B xy) and, with_ref,
+    moments [5, C, H, W] = B x, B y, B x^2, B y^2, B xy. Writes ssim_rows [C * H] (row sums
+    of S) and partials [3 or 5, C, H, W]: dS/d(B x), dS/d(B x^2), dS/d(B xy) and, with_ref,
     dS/d(B y), dS/d(B y^2)."""
-    _, H, W, C = moments.shape
-    for i in prange(H):
+    _, C, H, W = moments.shape
+    for t in prange(C * H):
+        c = t // H
+        i = t % H
         row = 0.0
         for j in range(W):
-            for c in range(C):
-                mx = moments[0, i, j, c]
-                my = moments[1, i, j, c]
-                sxx = moments[2, i, j, c] - mx * mx
-                syy = moments[3, i, j, c] - my * my
-                sxy = moments[4, i, j, c] - mx * my
+            mx = moments[0, c, i, j]
+            my = moments[1, c, i, j]
+            sxx = moments[2, c, i, j] - mx * mx
+            syy = moments[3, c, i, j] - my * my
+            sxy = moments[4, c, i, j] - mx * my
+            a1 = 2.0 * mx * my + c1
+            a2 = 2.0 * sxy + c2
+            d1 = mx * mx + my * my + c1
+            d2 = sxx + syy + c2
+            s = (a1 * a2) / (d1 * d2)
+            row += s
+            # S = a1 a2 / (d1 d2); s_xx, s_xy, s_yy depend on mu_x, mu_y as well.
+            partials[0, c, i, j] = s * (2.0 * my / a1 - 2.0 * my / a2 - 2.0 * mx / d1 + 2.0 * mx / d2)
+            partials[1, c, i, j] = -s / d2
+            partials[2, c, i, j] = 2.0 * s / a2
+        if with_ref:
+            for j in range(W):
+                mx = moments[0, c, i, j]
+                my = moments[1, c, i, j]
+                sxx = moments[2, c, i, j] - mx * mx
+                syy = moments[3, c, i, j] - my * my
+                sxy = moments[4, c, i, j] - mx * my
                 a1 = 2.0 * mx * my + c1
                 a2 = 2.0 * sxy + c2
                 d1 = mx * mx + my * my + c1
                 d2 = sxx + syy + c2
                 s = (a1 * a2) / (d1 * d2)
-                row += s
-                # S = a1 a2 / (d1 d2); s_xx, s_xy, s_yy depend on mu_x, mu_y as well.
-                partials[0, i, j, c] = s * (2.0 * my / a1 - 2.0 * my / a2 - 2.0 * mx / d1 + 2.0 * mx / d2)
-                partials[1, i, j, c] = -s / d2
-                partials[2, i, j, c] = 2.0 * s / a2
-                if with_ref:
-                    partials[3, i, j, c] = s * (2.0 * mx / a1 - 2.0 * mx / a2 - 2.0 * my / d1 + 2.0 * my / d2)
-                    partials[4, i, j, c] = -s / d2
-        ssim_rows[i] = row
+                partials[3, c, i, j] = s * (2.0 * mx / a1 - 2.0 * mx / a2 - 2.0 * my / d1 + 2.0 * my / d2)
+                partials[4, c, i, j] = -s / d2
+        ssim_rows[t] = row
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath={"contract"})
 def _combine(blurred, a, b, scale, out, first):
     """out = scale * (B dS/dmu_a + 2 a B dS/dE[a^2] + b B dS/dE[ab]) for one image a (x or y)
-    with partner b. blurred [3 or 5, H, W, C]; `first` is the map index of dS/dmu_a (0 or 3),
-    its E[a^2] partial follows at first + 1, and dS/dE[ab] is map 2."""
-    H, W, C = a.shape
-    for i in prange(H):
+    with partner b, all planar [C, H, W]. blurred [3 or 5, C, H, W]; `first` is the map index
+    of dS/dmu_a (0 or 3), its E[a^2] partial follows at first + 1, and dS/dE[ab] is map 2."""
+    C, H, W = a.shape
+    for t in prange(C * H):
+        c = t // H
+        i = t % H
         for j in range(W):
-            for c in range(C):
-                out[i, j, c] = scale * (blurred[first, i, j, c] + 2.0 * a[i, j, c] * blurred[first + 1, i, j, c]
-                                        + b[i, j, c] * blurred[2, i, j, c])
+            out[c, i, j] = scale * (blurred[first, c, i, j] + 2.0 * a[c, i, j] * blurred[first + 1, c, i, j]
+                                    + b[c, i, j] * blurred[2, c, i, j])
 
 
-def _np64(t: Tensor) -> np.ndarray:
-    return np.ascontiguousarray(t.detach().to(torch.float64).cpu().numpy())
+def _planar64(t: Tensor) -> np.ndarray:
+    """[H, W, C] tensor -> contiguous float64 [C, H, W] array."""
+    return np.ascontiguousarray(t.detach().to(torch.float64).cpu().permute(2, 0, 1).numpy())
 
 
 class _DSSIM(torch.autograd.Function):
     @staticmethod
     def forward(ctx, img, ref):
         assert img.shape == ref.shape and img.dim() == 3, (img.shape, ref.shape)
-        x, y = _np64(img), _np64(ref)  # [H, W, C]
-        H, W, C = x.shape
+        x, y = _planar64(img), _planar64(ref)  # [C, H, W]
+        C, H, W = x.shape
         g = gaussian_window()
-        rows = np.empty((5, H, W, C))
+        rows = np.empty((5, C, H, W))
         _moments_rows(x, y, g, rows)
         moments = np.empty_like(rows)
         _blur_cols(rows, g, moments)
         with_ref = bool(ctx.needs_input_grad[1])
-        partials = np.empty((5 if with_ref else 3, H, W, C))
-        ssim_rows = np.empty(H)
+        partials = np.empty((5 if with_ref else 3, C, H, W))
+        ssim_rows = np.empty(C * H)
         _ssim_and_partials(moments, C1, C2, with_ref, ssim_rows, partials)
         ctx.saved = (x, y, g, partials, with_ref)
         ctx.dtype = img.dtype
@@ -179,7 +196,7 @@ class _DSSIM(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         x, y, g, partials, with_ref = ctx.saved
-        H, W, C = x.shape
+        C, H, W = x.shape
         scale = -float(grad_out) / (H * W * C)  # dL/dS for every pixel and channel
         tmp = np.empty_like(partials)
         _blur_rows(partials, g, tmp)
@@ -187,13 +204,13 @@ class _DSSIM(torch.autograd.Function):
         _blur_cols(tmp, g, blurred)
         v_img = v_ref = None
         if ctx.needs_input_grad[0]:
-            out = np.empty((H, W, C))
+            out = np.empty((C, H, W))
             _combine(blurred, x, y, scale, out, 0)
-            v_img = torch.from_numpy(out).to(ctx.dtype)
+            v_img = torch.from_numpy(out).permute(1, 2, 0).to(ctx.dtype)
         if with_ref:
-            out = np.empty((H, W, C))
+            out = np.empty((C, H, W))
             _combine(blurred, y, x, scale, out, 3)
-            v_ref = torch.from_numpy(out).to(ctx.dtype)
+            v_ref = torch.from_numpy(out).permute(1, 2, 0).to(ctx.dtype)
         return v_img, v_ref
 
 
