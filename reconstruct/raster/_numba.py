@@ -187,15 +187,21 @@ def composite_backward(
         # B = color of everything behind it (normalized by T), starting from the background.
         T = np.empty((ph, pw))
         B = np.empty((ph, pw, D))
+        V = np.empty((ph, pw, D))  # v_out of the tile
+        TA = np.empty((ph, pw))  # T_final * dL/d(pixel alpha)
         last = np.empty((ph, pw), dtype=np.int64)
+        f = np.empty(D)
+        gf = np.empty(D)
         k_max = start - 1
         for i in range(ph):
             for j in range(pw):
                 T[i, j] = T_final[cam, y0 + i, x0 + j]
+                TA[i, j] = T[i, j] * v_alpha_pix[cam, y0 + i, x0 + j]
                 last[i, j] = last_ids[cam, y0 + i, x0 + j]
                 k_max = max(k_max, last[i, j])
                 for d in range(D):
                     B[i, j, d] = backgrounds[cam, d]
+                    V[i, j, d] = v_out[cam, y0 + i, x0 + j, d]
         for k in range(k_max, start - 1, -1):
             g = flatten_ids[k]
             mx = means2d[g, 0]
@@ -215,16 +221,17 @@ def composite_backward(
             g_b = 0.0
             g_c = 0.0
             g_o = 0.0
+            for d in range(D):
+                f[d] = features[g, d]
+                gf[d] = 0.0
             i0, i1 = _row_range(a, b, c, lim, mx, my, y0, ph)
             for i in range(i0, i1):
-                py = y0 + i
-                dy = my - (py + 0.5)
+                dy = my - (y0 + i + 0.5)
                 j0, j1 = _col_range(a, b, c, lim, mx, dy, x0, pw)
                 for j in range(j0, j1):
                     if k > last[i, j]:
                         continue
-                    px = x0 + j
-                    dx = mx - (px + 0.5)
+                    dx = mx - (x0 + j + 0.5)
                     power = 0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy
                     if power < 0.0 or power > lim:
                         continue
@@ -238,12 +245,11 @@ def composite_backward(
                     w = alpha * T_k
                     v_a = 0.0
                     for d in range(D):
-                        vo = v_out[cam, py, px, d]
-                        f = features[g, d]
-                        v_feat[k, d] += w * vo
-                        v_a += (f - B[i, j, d]) * vo
-                        B[i, j, d] = alpha * f + one_minus * B[i, j, d]
-                    v_a = v_a * T_k + T_final[cam, py, px] / one_minus * v_alpha_pix[cam, py, px]
+                        vo = V[i, j, d]
+                        gf[d] += w * vo
+                        v_a += (f[d] - B[i, j, d]) * vo
+                        B[i, j, d] = alpha * f[d] + one_minus * B[i, j, d]
+                    v_a = v_a * T_k + TA[i, j] / one_minus
                     T[i, j] = T_k
                     if raw <= alpha_max:  # clamped alpha: no opacity/geometry gradient (Bwd.cu:222)
                         g_o += e * v_a
@@ -265,6 +271,8 @@ def composite_backward(
             v_conics[k, 1] = g_b
             v_conics[k, 2] = g_c
             v_opac[k] = g_o
+            for d in range(D):
+                v_feat[k, d] = gf[d]
 
 
 @njit(cache=True, inline="always")
