@@ -39,6 +39,12 @@ def gaussian_window(size: int = WINDOW, sigma: float = SIGMA) -> np.ndarray:
     return g / g.sum()
 
 
+@njit(cache=True, inline="always")
+def _row_index(t, C, H):
+    """(map q, channel c, row i) of flat row t of a [Q, C, H, W] array."""
+    return t // (C * H), (t // H) % C, t % H
+
+
 @njit(cache=True, parallel=True, fastmath={"contract"})
 def _blur_rows(src, g, out):
     """Horizontal zero-padded pass: out[q, c, i, j] = sum_k g[k] src[q, c, i, j + k - r].
@@ -48,9 +54,7 @@ def _blur_rows(src, g, out):
     K = g.shape[0]
     r = K // 2
     for t in prange(Q * C * H):
-        q = t // (C * H)
-        c = (t // H) % C
-        i = t % H
+        q, c, i = _row_index(t, C, H)
         pad = np.zeros(W + 2 * r)
         pad[r:r + W] = src[q, c, i]
         acc = np.zeros(W)
@@ -69,9 +73,7 @@ def _blur_cols(src, g, out):
     K = g.shape[0]
     r = K // 2
     for t in prange(Q * C * H):
-        q = t // (C * H)
-        c = (t // H) % C
-        i = t % H
+        q, c, i = _row_index(t, C, H)
         orow = out[q, c, i]
         orow[:] = 0.0
         for k in range(max(0, r - i), min(K, H + r - i)):
