@@ -9,8 +9,8 @@ over every pixel and channel. Per channel, with B the zero-padded blur:
 
 Images are planar inside ([C, H, W]), so every pass runs its inner loop over contiguous
 pixels of one row and vectorizes. The forward fuses the five products into the horizontal
-pass (no stack of five input images) and computes, next to S, the per-pixel partials of S with respect to the blurred
-maps. B is symmetric (its transpose is itself, zero padding included), so the backward is
+pass (no stack of five input images) and computes, next to S, the per-pixel partials of S
+with respect to the blurred maps. B is symmetric (its transpose is itself, zero padding included), so the backward is
 two more blur passes over those partials:
 
     dL/dx = B(dS/dmu_x) + 2 x B(dS/dE[x^2]) + y B(dS/dE[xy])     (times dL/dS = -1 / count)
