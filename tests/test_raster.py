@@ -176,6 +176,24 @@ def test_render_modes_match_reference(mode):
         assert_close(out[2][name], ref[2][name], 1e-9, f"{mode} d/d{name}")
 
 
+def test_many_feature_channels_match_reference():
+    """Seven channels (six plain features + expected depth) take two calls of the kernel's
+    fixed channel block; values and gradients still match the reference."""
+    scene = make_scene(8, sh_degree=None)
+    g = torch.Generator().manual_seed(8)
+    n = scene["params"]["means"].shape[0]
+    scene["params"]["colors"] = torch.rand(n, 6, generator=g, dtype=torch.float64)
+    scene["params"]["backgrounds"] = torch.rand(1, 6, generator=g, dtype=torch.float64)
+    ref_img, ref_alpha, ref_grads, _ = render_with_grads(scene, "reference")
+    img, alpha, grads, _ = render_with_grads(scene, "cpu")
+    assert img.shape[-1] == 7
+    assert_close(img, ref_img, 1e-10, "images")
+    assert_close(alpha, ref_alpha, 1e-10, "alphas")
+    for name in ref_grads:
+        assert float(ref_grads[name].abs().max()) > 0, name
+        assert_close(grads[name], ref_grads[name], 1e-9, f"d/d{name}")
+
+
 def test_depth_modes_are_consistent():
     scene = make_scene(8)
     p = scene["params"]

@@ -25,12 +25,24 @@ def _np64(x: Tensor) -> np.ndarray:
     return np.ascontiguousarray(x.detach().to(torch.float64).cpu().numpy())
 
 
+def _channels(x: np.ndarray, lo: int) -> np.ndarray:
+    """Channels [lo, lo + CHANNELS) of the last axis of ``x``, zero-padded to CHANNELS."""
+    from reconstruct.raster._numba import CHANNELS
+
+    block = np.zeros(x.shape[:-1] + (CHANNELS,))
+    part = x[..., lo:lo + CHANNELS]
+    block[..., :part.shape[-1]] = part
+    return block
+
+
 class _CompositeCPU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means2d, conics, opacities, features, backgrounds, bins, width, height, tile_size, absgrad):
         from reconstruct.raster import _numba
 
         C, N, D = features.shape
+        if tile_size > _numba.MAX_TILE:
+            raise ValueError(f"the CPU kernel takes tiles of up to {_numba.MAX_TILE} pixels, got {tile_size}")
         offsets = torch.cat([bins.offsets.flatten(), bins.offsets.new_tensor([bins.flatten_ids.numel()])])
         arrays = dict(
             means2d=_np64(means2d.reshape(C * N, 2)),
@@ -43,13 +55,16 @@ class _CompositeCPU(torch.autograd.Function):
         out = np.zeros((C, height, width, D))
         T_final = np.ones((C, height, width))
         last_ids = np.zeros((C, height, width), dtype=np.int64)
-        with parallel_chunksize(1):  # tiles differ in cost: hand them out one at a time
-            _numba.composite_forward(
-                arrays["means2d"], arrays["conics"], arrays["opacities"], arrays["features"],
-                arrays["offsets"], arrays["flatten_ids"], width, height, tile_size,
-                bins.tile_width, bins.tile_height, float(ALPHA_MIN), float(ALPHA_MAX), float(T_MIN),
-                out, T_final, last_ids,
-            )
+        for lo in range(0, D, _numba.CHANNELS):  # the same transmittance in every block
+            block = np.zeros((C, height, width, _numba.CHANNELS))
+            with parallel_chunksize(1):  # tiles differ in cost: hand them out one at a time
+                _numba.composite_forward(
+                    arrays["means2d"], arrays["conics"], arrays["opacities"], _channels(arrays["features"], lo),
+                    arrays["offsets"], arrays["flatten_ids"], width, height, tile_size,
+                    bins.tile_width, bins.tile_height, float(ALPHA_MIN), float(ALPHA_MAX), float(T_MIN),
+                    block, T_final, last_ids,
+                )
+            out[..., lo:lo + _numba.CHANNELS] = block[..., :D - lo]
         dtype = features.dtype
         images = torch.from_numpy(out)  # [C, H, W, D] without background
         T = torch.from_numpy(T_final)  # [C, H, W]
@@ -82,13 +97,21 @@ class _CompositeCPU(torch.autograd.Function):
         v_q = np.zeros((M, 3))
         v_o = np.zeros(M)
         v_f = np.zeros((M, D))
-        with parallel_chunksize(1):
-            _numba.composite_backward(
-                a["means2d"], a["conics"], a["opacities"], a["features"], bg,
-                a["offsets"], a["flatten_ids"], width, height, tile_size, tw, th,
-                float(ALPHA_MIN), float(ALPHA_MAX), float(T_MIN),
-                ctx.T_final, ctx.last_ids, v_out, v_alpha, v_m, v_abs, v_q, v_o, v_f,
-            )
+        # Channel blocks: the geometry gradients are linear in dL/d(alpha), which sums over
+        # channels (plus the pixel-alpha term, given to the first block), so blocks add up.
+        for lo in range(0, D, _numba.CHANNELS):
+            rows = [np.zeros((M, 2)), np.zeros((M, 2)), np.zeros((M, 3)), np.zeros(M), np.zeros((M, _numba.CHANNELS))]
+            with parallel_chunksize(1):
+                _numba.composite_backward(
+                    a["means2d"], a["conics"], a["opacities"], _channels(a["features"], lo), _channels(bg, lo),
+                    a["offsets"], a["flatten_ids"], width, height, tile_size, tw, th,
+                    float(ALPHA_MIN), float(ALPHA_MAX), float(T_MIN),
+                    ctx.T_final, ctx.last_ids, _channels(v_out, lo), v_alpha if lo == 0 else np.zeros_like(v_alpha),
+                    *rows,
+                )
+            for total, part in zip((v_m, v_abs, v_q, v_o), rows[:4]):
+                total += part
+            v_f[:, lo:lo + _numba.CHANNELS] = rows[4][:, :D - lo]
         ids = ctx.flatten_ids
         dtype = ctx.dtype
 
