@@ -2,9 +2,11 @@
 # Our trainer against OpenSplat's CPU mode on the same input: CPU seconds per step and test PSNR, with
 # densification as each trainer has it and with it off in both. The same views, images, intrinsics and
 # initial points go to both; what is matched, what is each trainer's own and how the conventions are
-# checked is in recon/bench/opensplat.py. OpenSplat is your own binary: this script only runs it.
+# checked is in recon/bench/opensplat.py. Without a binary given, scripts/build_opensplat.sh builds
+# OpenSplat's CPU mode from its public source first (libtorch from the pinned torch wheel, Debian's OpenCV).
 #
-# Usage: OPENSPLAT=/path/to/opensplat scripts/bench_opensplat.sh [options]
+# Usage: scripts/bench_opensplat.sh [options]            (builds OpenSplat into outputs/opensplat)
+#        OPENSPLAT=/path/to/opensplat scripts/bench_opensplat.sh [options]
 #        scripts/bench_opensplat.sh --opensplat /path/to/opensplat [options]
 # Options: --steps N (1000)  --scene DIR (../shared/data/llff_fern)  --out DIR (outputs/bench/opensplat)
 #          --peer-args "OPENSPLAT OPTIONS" (densify pass only)  --help (all of them)
@@ -24,7 +26,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 if [ -z "$BIN" ]; then
-  echo "error: no OpenSplat binary given (OPENSPLAT=/path/to/opensplat or --opensplat PATH)" >&2; exit 2
+  echo "no OpenSplat binary given (OPENSPLAT=... or --opensplat PATH): building one with scripts/build_opensplat.sh" >&2
+  BIN=$(bash "$ROOT/scripts/build_opensplat.sh" | tail -n 1)
 fi
 if [ ! -f "$BIN" ] || [ ! -x "$BIN" ]; then
   echo "error: OpenSplat binary $BIN not found or not executable" >&2; exit 2

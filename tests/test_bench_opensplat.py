@@ -134,12 +134,25 @@ def test_check_inputs(tmp_path):
 def test_missing_binary_is_one_line(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable}
     env.pop("OPENSPLAT", None)
-    for args in ([], ["--opensplat", str(tmp_path / "nope")]):
-        r = subprocess.run(["bash", str(ROOT / "scripts" / "bench_opensplat.sh"), *args], env=env,
-                           capture_output=True, text=True, timeout=60)
-        assert r.returncode == 2 and r.stdout == ""
-        assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("error: "), r.stderr
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "bench_opensplat.sh"), "--opensplat", str(tmp_path / "nope")],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stdout == ""
+    assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("error: "), r.stderr
     assert B.main(["--opensplat", str(tmp_path / "nope")]) == 2
+
+
+def test_without_a_binary_it_builds_one_and_names_a_bad_source(tmp_path):
+    """No binary given: the script goes to scripts/build_opensplat.sh, which refuses a source folder
+    that is not an OpenSplat checkout in one line naming it, before installing or compiling anything."""
+    env = {**os.environ, "PYTHON": sys.executable, "OPENSPLAT_SRC": str(tmp_path / "src")}
+    env.pop("OPENSPLAT", None)
+    (tmp_path / "src").mkdir()
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "bench_opensplat.sh")], env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and r.stdout == ""
+    last = r.stderr.strip().splitlines()[-1]
+    assert last == f"error: {tmp_path / 'src'} is not an OpenSplat checkout (no CMakeLists.txt)", r.stderr
+    assert "building one with scripts/build_opensplat.sh" in r.stderr
 
 
 def test_last_json_line():

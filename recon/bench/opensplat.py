@@ -3,8 +3,8 @@
     scripts/bench_opensplat.sh --opensplat PATH [--scene DIR] [--steps 1000] [--out DIR]
     (= python -m recon.bench.opensplat --opensplat PATH ...)
 
-OpenSplat is not part of this project and nothing here builds it: PATH is the user's own binary,
-and it is only run. The helper writes one input both trainers start from, runs each trainer as a
+OpenSplat is not part of this project: PATH is a binary built apart (scripts/build_opensplat.sh builds
+one from OpenSplat's public source, and bench_opensplat.sh calls it when no PATH is given), only run. The helper writes one input both trainers start from, runs each trainer as a
 process of its own, scores both results with our renderer and prints a summary whose last line is
 one JSON object.
 

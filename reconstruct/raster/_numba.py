@@ -300,7 +300,8 @@ def composite_backward(
                                & (k <= S[ui, uc, 2, lane]))
                         alpha = alpha if hit else 0.0  # a pixel the Gaussian does not shade: state unchanged
                         one_minus = 1.0 - alpha
-                        T_k = S[ui, uc, 0, lane] / one_minus  # transmittance in front of Gaussian k
+                        inv = 1.0 / one_minus
+                        T_k = S[ui, uc, 0, lane] * inv  # transmittance in front of Gaussian k
                         w = alpha * T_k
                         v0 = S[ui, uc, 7, lane]
                         v1 = S[ui, uc, 8, lane]
@@ -319,7 +320,7 @@ def composite_backward(
                         S[ui, uc, 4, lane] = alpha * f1 + one_minus * b1
                         S[ui, uc, 5, lane] = alpha * f2 + one_minus * b2
                         S[ui, uc, 6, lane] = alpha * f3 + one_minus * b3
-                        v_a = v_a * T_k + S[ui, uc, 1, lane] / one_minus
+                        v_a = v_a * T_k + S[ui, uc, 1, lane] * inv
                         S[ui, uc, 0, lane] = T_k
                         # clamped alpha (o e > alpha_max): no opacity/geometry gradient (Bwd.cu:222)
                         v_a = v_a if hit & (o * e <= alpha_max) else 0.0
