@@ -59,18 +59,23 @@ def _row_range(a, b, c, lim, mx, my, y0, ph):
 
 
 @njit(cache=True, inline="always")
-def _col_range(a, b, c, lim, mx, dy, x0, pw):
-    """Tile columns [j0, j1) of one row (offset dy = my - py) where power <= lim, from the
-    roots of 0.5 a dx^2 + b dy dx + 0.5 c dy^2 - lim = 0 (dx = mx - px)."""
-    disc = 2.0 * a * lim - dy * dy * (a * c - b * b)
-    if disc < 0.0:
-        return 0, 0
-    root = math.sqrt(disc)
-    dx_lo = (-b * dy - root) / a
-    dx_hi = (-b * dy + root) / a
-    j0 = max(int(math.ceil(mx - dx_hi - _MARGIN - 0.5)) - x0, 0)
-    j1 = min(int(math.floor(mx - dx_lo + _MARGIN - 0.5)) - x0 + 1, pw)
-    return j0, j1
+def _col_ranges(a, b, c, lim, mx, my, x0, y0, pw, i0, i1, spans):
+    """For each tile row i in [i0, i1), the columns [spans[i, 0], spans[i, 1]) where power <= lim,
+    from the roots of 0.5 a dx^2 + b dy dx + 0.5 c dy^2 - lim = 0 (dx = mx - px, dy = my - py).
+    Branch-free over the rows, so the square roots of a Gaussian's rows go in one vector."""
+    det = a * c - b * b
+    two_a_lim = 2.0 * a * lim
+    inv_a = 1.0 / a
+    for i in range(i0, i1):
+        dy = my - (y0 + i + 0.5)
+        disc = two_a_lim - dy * dy * det
+        root = math.sqrt(max(disc, 0.0))
+        dx_lo = (-b * dy - root) * inv_a
+        dx_hi = (-b * dy + root) * inv_a
+        j0 = max(int(math.ceil(mx - dx_hi - _MARGIN - 0.5)) - x0, 0)
+        j1 = min(int(math.floor(mx - dx_lo + _MARGIN - 0.5)) - x0 + 1, pw)
+        spans[i, 0] = j0
+        spans[i, 1] = j1 if disc >= 0.0 else 0
 
 
 @njit(cache=True, inline="always")
@@ -137,6 +142,7 @@ def composite_forward(
         S[:, :, 0, :] = 1.0
         S[:, :, 1, :] = 1.0
         S[:, :, 2, :] = start - 1
+        spans = np.empty((MAX_TILE, 2), dtype=np.int64)  # each row's column range for one Gaussian
         n_done = 0.0
         n_pix = ph * pw
         for k in range(start, end):
@@ -157,10 +163,12 @@ def composite_forward(
             f3 = features[g, 3]
             lim = math.log(255.0 * o)
             i0, i1 = _row_range(a, b, c, lim, mx, my, y0, ph)
+            _col_ranges(a, b, c, lim, mx, my, x0, y0, pw, i0, i1, spans)
             for i in range(i0, i1):
                 ui = uint64(i)
                 dy = my - (y0 + i + 0.5)
-                j0, j1 = _col_range(a, b, c, lim, mx, dy, x0, pw)
+                j0 = spans[i, 0]
+                j1 = spans[i, 1]
                 cy = 0.5 * c * dy * dy
                 for ch in range(j0 // _LANES, (j1 + _LANES - 1) // _LANES):
                     uc = uint64(ch)
@@ -243,6 +251,7 @@ def composite_backward(
         # (normalized by T), starting from the background; 7..10 = v_out.
         S = np.zeros((MAX_TILE, MAX_TILE // _LANES, 3 + 2 * CHANNELS, _LANES))  # constant shape: vectorizes
         S[:, :, 2, :] = start - 1
+        spans = np.empty((MAX_TILE, 2), dtype=np.int64)  # each row's column range for one Gaussian
         k_max = start - 1
         for i in range(ph):
             for j in range(pw):
@@ -283,10 +292,12 @@ def composite_backward(
             gf2 = 0.0
             gf3 = 0.0
             i0, i1 = _row_range(a, b, c, lim, mx, my, y0, ph)
+            _col_ranges(a, b, c, lim, mx, my, x0, y0, pw, i0, i1, spans)
             for i in range(i0, i1):
                 ui = uint64(i)
                 dy = my - (y0 + i + 0.5)
-                j0, j1 = _col_range(a, b, c, lim, mx, dy, x0, pw)
+                j0 = spans[i, 0]
+                j1 = spans[i, 1]
                 cy = 0.5 * c * dy * dy
                 for ch in range(j0 // _LANES, (j1 + _LANES - 1) // _LANES):
                     uc = uint64(ch)
