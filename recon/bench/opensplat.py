@@ -577,7 +577,7 @@ def summary(detail: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="scripts/bench_opensplat.sh", description=__doc__.split("\n")[0])
-    p.add_argument("--opensplat", required=True, help="the OpenSplat binary to run (not built here)")
+    p.add_argument("--opensplat", required=True, help="the OpenSplat binary to run (scripts/build_opensplat.sh builds one)")
     p.add_argument("--scene", type=Path, default=REPO.parent / "shared" / "data" / "llff_fern")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--out", type=Path, default=REPO / "outputs" / "bench" / "opensplat")
