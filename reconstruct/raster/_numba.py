@@ -135,13 +135,18 @@ def composite_forward(
         ph = min(tile_size, height - y0)
         start = offsets[t]
         end = offsets[t + 1]
-        # S[row, chunk, field, lane]: pixel x = chunk * LANES + lane of the row; fields 0 = T,
-        # 1 = live (1 until the transmittance would fall to t_min), 2 = last contributor (as a
-        # float), 3.. = accumulated channels.
-        S = np.zeros((MAX_TILE, MAX_TILE // _LANES, 3 + CHANNELS, _LANES))  # constant shape: vectorizes
-        S[:, :, 0, :] = 1.0
-        S[:, :, 1, :] = 1.0
-        S[:, :, 2, :] = start - 1
+        # S[row, chunk, field, lane]: pixel x = chunk * LANES + lane of the row; fields 0 = T
+        # (negated once the pixel is done: the next Gaussian would bring it to t_min or below),
+        # 1 = last contributor (as a float), 2.. = accumulated channels.
+        S = np.empty((MAX_TILE, MAX_TILE // _LANES, 2 + CHANNELS, _LANES))  # constant shape: vectorizes
+        n_chunks = (pw + _LANES - 1) // _LANES
+        for i in range(ph):  # only the tile's rows and chunks are ever read
+            for ch in range(n_chunks):
+                for lane in range(_LANES):
+                    S[i, ch, 0, lane] = 1.0
+                    S[i, ch, 1, lane] = start - 1
+                    for d in range(CHANNELS):
+                        S[i, ch, 2 + d, lane] = 0.0
         spans = np.empty((MAX_TILE, 2), dtype=np.int64)  # each row's column range for one Gaussian
         n_done = 0.0
         n_pix = ph * pw
@@ -172,9 +177,7 @@ def composite_forward(
                 cy = 0.5 * c * dy * dy
                 for ch in range(j0 // _LANES, (j1 + _LANES - 1) // _LANES):
                     uc = uint64(ch)
-                    live = 0.0  # counted apart from the shading loop, which then vectorizes
-                    for lane in range(_LANES):
-                        live += S[ui, uc, 1, lane]
+                    stopped = 0.0
                     for lane in range(_LANES):
                         j = ch * _LANES + lane
                         dx = mx - (x0 + j + 0.5)
@@ -183,28 +186,26 @@ def composite_forward(
                         Tij = S[ui, uc, 0, lane]
                         next_T = Tij * (1.0 - alpha)
                         hit = ((j >= j0) & (j < j1) & (power >= 0.0) & (power <= lim) & (alpha >= alpha_min)
-                               & (S[ui, uc, 1, lane] > 0.0))
+                               & (Tij > 0.0))
                         stop = hit & (next_T <= t_min)
                         use = hit & (next_T > t_min)
-                        S[ui, uc, 1, lane] = 0.0 if stop else S[ui, uc, 1, lane]
+                        stopped += 1.0 if stop else 0.0
                         w = alpha * Tij if use else 0.0
-                        S[ui, uc, 0, lane] = next_T if use else Tij
-                        S[ui, uc, 2, lane] = k if use else S[ui, uc, 2, lane]
-                        S[ui, uc, 3, lane] += w * f0
-                        S[ui, uc, 4, lane] += w * f1
-                        S[ui, uc, 5, lane] += w * f2
-                        S[ui, uc, 6, lane] += w * f3
-                    for lane in range(_LANES):
-                        live -= S[ui, uc, 1, lane]
-                    n_done += live
+                        S[ui, uc, 0, lane] = next_T if use else (-Tij if stop else Tij)
+                        S[ui, uc, 1, lane] = k if use else S[ui, uc, 1, lane]
+                        S[ui, uc, 2, lane] += w * f0
+                        S[ui, uc, 3, lane] += w * f1
+                        S[ui, uc, 4, lane] += w * f2
+                        S[ui, uc, 5, lane] += w * f3
+                    n_done += stopped
         for i in range(ph):
             for j in range(pw):
                 ch = j // _LANES
                 lane = j % _LANES
-                T_final[cam, y0 + i, x0 + j] = S[i, ch, 0, lane]
-                last_ids[cam, y0 + i, x0 + j] = int(S[i, ch, 2, lane])
+                T_final[cam, y0 + i, x0 + j] = abs(S[i, ch, 0, lane])
+                last_ids[cam, y0 + i, x0 + j] = int(S[i, ch, 1, lane])
                 for d in range(CHANNELS):
-                    out[cam, y0 + i, x0 + j, d] = S[i, ch, 3 + d, lane]
+                    out[cam, y0 + i, x0 + j, d] = S[i, ch, 2 + d, lane]
 
 
 @njit(cache=True, parallel=True, fastmath=_FAST, error_model="numpy")
@@ -249,11 +250,15 @@ def composite_backward(
         # 0 = T, the transmittance after the current Gaussian; 1 = T_final * dL/d(pixel alpha);
         # 2 = last contributor; 3..6 = B, the color of everything behind the current Gaussian
         # (normalized by T), starting from the background; 7..10 = v_out.
-        S = np.zeros((MAX_TILE, MAX_TILE // _LANES, 3 + 2 * CHANNELS, _LANES))  # constant shape: vectorizes
-        S[:, :, 2, :] = start - 1
+        S = np.empty((MAX_TILE, MAX_TILE // _LANES, 3 + 2 * CHANNELS, _LANES))  # constant shape: vectorizes
         spans = np.empty((MAX_TILE, 2), dtype=np.int64)  # each row's column range for one Gaussian
+        n_chunks = (pw + _LANES - 1) // _LANES
         k_max = start - 1
         for i in range(ph):
+            for j in range(pw, n_chunks * _LANES):  # lanes past the tile's edge: finite, never shaded
+                for f in range(3 + 2 * CHANNELS):
+                    S[i, j // _LANES, f, j % _LANES] = 0.0
+                S[i, j // _LANES, 2, j % _LANES] = start - 1
             for j in range(pw):
                 ch = j // _LANES
                 lane = j % _LANES
