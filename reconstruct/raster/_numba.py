@@ -4,7 +4,7 @@ Layout: one prange iteration per (camera, tile). Inside a tile the Gaussians are
 their depth order and each one only touches the rows its ellipse reaches and, in each row, the
 chunks of _LANES pixels that hold the row's span. A chunk is shaded branch-free (out-of-span
 pixels masked by selects) with a polynomial exp, so LLVM turns it into one AVX-512 vector of
-float64. The per-pixel state (transmittance, done flag, last contributor, accumulators) lives
+float64. The per-pixel state (transmittance, negated once done; last contributor; accumulators) lives
 in one array S[row, chunk, field, lane] of constant shape: with every field at a constant
 offset LLVM can prove the loads and stores of a chunk independent, which it cannot for
 separate arrays. Features come in blocks of CHANNELS (the caller splits and pads).
@@ -135,7 +135,7 @@ def composite_forward(
         ph = min(tile_size, height - y0)
         start = offsets[t]
         end = offsets[t + 1]
-        # S[row, chunk, field, lane]: pixel x = chunk * LANES + lane of the row; fields 0 = T
+        # S[row, chunk, field, lane]: pixel x = chunk * _LANES + lane of the row; fields 0 = T
         # (negated once the pixel is done: the next Gaussian would bring it to t_min or below),
         # 1 = last contributor (as a float), 2.. = accumulated channels.
         S = np.empty((MAX_TILE, MAX_TILE // _LANES, 2 + CHANNELS, _LANES))  # constant shape: vectorizes
@@ -170,7 +170,7 @@ def composite_forward(
             i0, i1 = _row_range(a, b, c, lim, mx, my, y0, ph)
             _col_ranges(a, b, c, lim, mx, my, x0, y0, pw, i0, i1, spans)
             for i in range(i0, i1):
-                ui = uint64(i)
+                ui = uint64(i)  # unsigned indices: numba's negative-index wraparound blocks vectorizing
                 dy = my - (y0 + i + 0.5)
                 j0 = spans[i, 0]
                 j1 = spans[i, 1]

@@ -55,11 +55,12 @@ class _CompositeCPU(torch.autograd.Function):
         out = np.zeros((C, height, width, D))
         T_final = np.ones((C, height, width))
         last_ids = np.zeros((C, height, width), dtype=np.int64)
-        for lo in range(0, D, _numba.CHANNELS):  # the same transmittance in every block
+        feature_blocks = [_channels(arrays["features"], lo) for lo in range(0, D, _numba.CHANNELS)]
+        for lo, feats in zip(range(0, D, _numba.CHANNELS), feature_blocks):  # the same transmittance in each
             block = np.zeros((C, height, width, _numba.CHANNELS))
             with parallel_chunksize(1):  # tiles differ in cost: hand them out one at a time
                 _numba.composite_forward(
-                    arrays["means2d"], arrays["conics"], arrays["opacities"], _channels(arrays["features"], lo),
+                    arrays["means2d"], arrays["conics"], arrays["opacities"], feats,
                     arrays["offsets"], arrays["flatten_ids"], width, height, tile_size,
                     bins.tile_width, bins.tile_height, float(ALPHA_MIN), float(ALPHA_MAX), float(T_MIN),
                     block, T_final, last_ids,
@@ -71,6 +72,7 @@ class _CompositeCPU(torch.autograd.Function):
         if backgrounds is not None:
             images = images + T[..., None] * backgrounds.detach().to(torch.float64)[:, None, None, :]
         ctx.arrays = arrays
+        ctx.feature_blocks = feature_blocks
         ctx.dims = (C, N, D, width, height, tile_size, bins.tile_width, bins.tile_height)
         ctx.T_final = T_final
         ctx.last_ids = last_ids
@@ -96,22 +98,25 @@ class _CompositeCPU(torch.autograd.Function):
         v_abs = np.zeros((M, 2))
         v_q = np.zeros((M, 3))
         v_o = np.zeros(M)
-        v_f = np.zeros((M, D))
+        feat_rows = []
         # Channel blocks: the geometry gradients are linear in dL/d(alpha), which sums over
-        # channels (plus the pixel-alpha term, given to the first block), so blocks add up.
-        for lo in range(0, D, _numba.CHANNELS):
-            rows = [np.zeros((M, 2)), np.zeros((M, 2)), np.zeros((M, 3)), np.zeros(M), np.zeros((M, _numba.CHANNELS))]
+        # channels (plus the pixel-alpha term, given to the first block), so blocks add up. The
+        # first block writes the totals; further ones (more than CHANNELS channels) are added.
+        for lo, feats in zip(range(0, D, _numba.CHANNELS), ctx.feature_blocks):
+            geometry = [v_m, v_abs, v_q, v_o] if lo == 0 else [np.zeros_like(x) for x in (v_m, v_abs, v_q, v_o)]
+            feat_rows.append(np.zeros((M, _numba.CHANNELS)))
             with parallel_chunksize(1):
                 _numba.composite_backward(
-                    a["means2d"], a["conics"], a["opacities"], _channels(a["features"], lo), _channels(bg, lo),
+                    a["means2d"], a["conics"], a["opacities"], feats, _channels(bg, lo),
                     a["offsets"], a["flatten_ids"], width, height, tile_size, tw, th,
                     float(ALPHA_MIN), float(ALPHA_MAX), float(T_MIN),
                     ctx.T_final, ctx.last_ids, _channels(v_out, lo), v_alpha if lo == 0 else np.zeros_like(v_alpha),
-                    *rows,
+                    *geometry, feat_rows[-1],
                 )
-            for total, part in zip((v_m, v_abs, v_q, v_o), rows[:4]):
-                total += part
-            v_f[:, lo:lo + _numba.CHANNELS] = rows[4][:, :D - lo]
+            if lo > 0:
+                for total, part in zip((v_m, v_abs, v_q, v_o), geometry):
+                    total += part
+        v_f = np.concatenate(feat_rows, axis=1)[:, :D] if len(feat_rows) > 1 else feat_rows[0][:, :D]
         ids = ctx.flatten_ids
         dtype = ctx.dtype
 
