@@ -90,3 +90,21 @@ def test_unknown_scene_name_is_one_error_before_any_work(tmp_path):
     with pytest.raises(ReconError, match="no such scene folder"):
         run_bench(QualityBench(protocol="paper", data=data, scenes=("blender_dmeo",), out=tmp_path / "bench"))
     assert not (tmp_path / "bench").exists()
+
+
+def test_record_keeps_finished_runs_for_another_machine(tmp_path):
+    from recon.bench.quality import finished_metrics, restore_record, save_record
+
+    scene = write_demo_scene(tmp_path / "scene", n_train=5, n_test=2, size=24)
+    run_dir, record = tmp_path / "out" / "run", tmp_path / "record" / "run"
+    first = train_or_resume(run_dir, [str(scene), *FAST, "--iters", "8"], 8)
+    assert not restore_record(record, run_dir, 8)  # nothing recorded yet
+    save_record(run_dir, record, "CPU test")
+    assert sorted(p.name for p in record.iterdir()) == ["config.json", "history.json", "metrics.json", "trained.json"]
+    assert json.loads((record / "trained.json").read_text())["device"] == "CPU test"
+
+    fresh = tmp_path / "elsewhere" / "run"  # another machine: the record only
+    assert restore_record(record, fresh, 8)
+    assert finished_metrics(fresh, 8) == first
+    assert not (fresh / "checkpoint.pt").exists() and not restore_record(record, fresh, 8)
+    assert not restore_record(record, tmp_path / "other", 9)  # a record of another schedule is not taken

@@ -57,6 +57,9 @@ class QualityBench:
     """quick: lego image width (the papers: 400)."""
     out: Path = Path("outputs/bench")
     """Where the runs and quality[-paper].{md,json} go."""
+    record: Path | None = None
+    """Keep each finished run's config, metrics, history and training commit here, and take runs
+    found here as finished (commit the folder to carry a long benchmark to another machine)."""
 
     def run(self) -> int:
         from recon.bench.quality import run_bench

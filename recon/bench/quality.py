@@ -6,19 +6,22 @@ protocol (LLFF: images_8 504x378, 3 views, test every 8th image; Blender: 400x40
 test views; DTU: 400x300, the RegNeRF 3-view split, object-masked metrics) with DropGaussian's 10k-step
 schedule. Both go through `recon train` and write outputs/bench/quality[-paper].{md,json}; each run is
 its own run folder, so the paper protocol resumes where it stopped (a finished run is reused, an
-interrupted one continues from its checkpoint).
+interrupted one continues from its checkpoint). ``--record DIR`` keeps the small files of every
+finished run (config, metrics, history, the commit that trained it) in DIR and restores them from
+there, so a benchmark longer than one machine's life goes on where it stopped once DIR is committed.
 """
 
 from __future__ import annotations
 
 import json
 import platform
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scenes.fileio import atomic_write_text
+from scenes.fileio import atomic_write_bytes, atomic_write_text
 
 if TYPE_CHECKING:
     from recon.bench import QualityBench
@@ -100,6 +103,43 @@ def train_or_resume(run_dir: Path, args: list[str], iters: int) -> dict:
     return json.loads(Run(run_dir).metrics_path().read_text())
 
 
+RECORD_FILES = ("config.json", "metrics.json", "history.json", "trained.json")
+"""What ``--record`` keeps of a finished run (no splats, checkpoint or renders)."""
+
+
+def restore_record(record: Path, run_dir: Path, iters: int) -> bool:
+    """Copy a finished run's record into ``run_dir`` unless ``run_dir`` finished already; True when copied."""
+    if finished_metrics(run_dir, iters) is not None or finished_metrics(record, iters) is None:
+        return False
+    for name in RECORD_FILES:
+        if (record / name).is_file():
+            atomic_write_bytes(run_dir / name, (record / name).read_bytes())
+    return True
+
+
+def save_record(run_dir: Path, record: Path, device: str) -> None:
+    """Keep ``run_dir``'s small files in ``record``, with trained.json (the commit and device that
+    trained it) written first when the run has none."""
+    if not (run_dir / "trained.json").is_file():
+        atomic_write_text(run_dir / "trained.json", json.dumps({"commit": code_commit(), "device": device}) + "\n")
+    for name in RECORD_FILES:
+        if (run_dir / name).is_file():
+            atomic_write_bytes(record / name, (run_dir / name).read_bytes())
+
+
+def code_commit() -> str | None:
+    """Commit of the checkout this code runs from (with ``+changes`` when its tree differs), or None."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=10", "HEAD"], capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+changes" if dirty else "") if head else None
+
+
 def run_bench(cfg: "QualityBench") -> int:
     from recon.bench.common import shared_data_root
     from scenes.errors import ReconError
@@ -125,7 +165,11 @@ def run_bench(cfg: "QualityBench") -> int:
     pending: list[str] = []
     for proto in protos:
         for preset in cfg.presets:
-            run_dir = cfg.out / ("paper" if paper else "quick") / f"{proto.scene.name}-{preset}"
+            name = f"{proto.scene.name}-{preset}"
+            run_dir = cfg.out / ("paper" if paper else "quick") / name
+            record = None if cfg.record is None else cfg.record / ("paper" if paper else "quick") / name
+            if record is not None:
+                restore_record(record, run_dir, iters)
             args = [str(proto.scene), *proto.args, "--preset", preset, "--iters", str(iters), *extra]
             if not cfg.train:
                 m = finished_metrics(run_dir, iters)
@@ -134,13 +178,16 @@ def run_bench(cfg: "QualityBench") -> int:
                     continue
             else:
                 m = train_or_resume(run_dir, args, iters)
+                if record is not None:
+                    save_record(run_dir, record, device)
             start = start_count(run_dir)
+            trained = json.loads((run_dir / "trained.json").read_text()) if (run_dir / "trained.json").is_file() else {}
             rows.append({
                 "protocol": proto.name, "scene": proto.scene.name, "preset": preset, "iters": iters,
                 "note": proto.note, "psnr": m["psnr"], "ssim": m["ssim"], "lpips": m["lpips"],
                 "lpips_reason": m.get("lpips_reason"), "n_gaussians": m["n_gaussians"], "n_start": start,
-                "train_seconds": m["train_seconds"], "warnings": m.get("warnings", []), "device": device,
-                "run": str(run_dir),
+                "train_seconds": m["train_seconds"], "warnings": m.get("warnings", []),
+                "device": trained.get("device", device), "commit": trained.get("commit"), "run": str(run_dir),
             })
     report = {"protocol": cfg.protocol, "rows": rows, "means": means(rows), "published": PUBLISHED,
               "not_finished": pending}
@@ -177,13 +224,13 @@ def _fmt(v: object, spec: str) -> str:
 
 
 def to_markdown(rows: list[dict]) -> str:
-    lines = ["| protocol | scene | preset | steps | PSNR | SSIM | LPIPS | Gaussians (start -> end) | train s | device |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| protocol | scene | preset | steps | PSNR | SSIM | LPIPS | Gaussians (start -> end) | train s | device "
+             "| commit |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         start = "?" if r.get("n_start") is None else f"{r['n_start']:,}"
         lines.append(f"| {r['protocol']} | {r['scene']} | {r['preset']} | {r['iters']} | {r['psnr']:.2f} | "
                      f"{r['ssim']:.3f} | {_fmt(r['lpips'], '.3f') or 'n/a'} | {start} -> {r['n_gaussians']:,} | "
-                     f"{r['train_seconds']:.0f} | {r['device']} |")
+                     f"{r['train_seconds']:.0f} | {r['device']} | {r.get('commit') or ''} |")
     lines += ["", "| protocol | method | scenes | PSNR | SSIM | LPIPS |", "|---|---|---|---|---|---|"]
     for proto in dict.fromkeys(r["protocol"] for r in rows):
         for m in means(rows):
