@@ -143,6 +143,11 @@ class DensifyConfig:
     they hang in front of novel cameras (DTU scan24, 3 views at 400x300, the final state of a 10k-step
     sparse run: 0.8% of the splats lay outside all three training images and took 4.7 dB off test view
     24, next to training view 25). None = as the preset says: off vanilla (3DGS, gsplat), on sparse."""
+    prune_near: bool | None = None
+    """At each refinement also prune the Gaussians that a training render since the last one drew
+    closer to its camera than the scene's near bound (LLFF's poses_bounds, Blender's 2, DTU's
+    camera distance minus the unit sphere): in front of every surface, they explain one view's
+    pixels and hang in front of the object from the others. None = as the preset says: off."""
     refine_start_iter: int = 500
     """First densification step."""
     refine_stop_iter: int | None = None
@@ -342,6 +347,8 @@ def resolve(cfg: TrainConfig, *, device_type: str, n_photos: int | None = None) 
             densify = dataclasses.replace(densify, prune_big=not sparse)
         if densify.prune_unseen is None:
             densify = dataclasses.replace(densify, prune_unseen=sparse)
+        if densify.prune_near is None:
+            densify = dataclasses.replace(densify, prune_near=False)
         if densify.refine_stop_iter is None:
             densify = dataclasses.replace(densify, refine_stop_iter=cfg.iters if sparse else 5_000)
         if densify.max_gaussians is None:

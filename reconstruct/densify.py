@@ -3,7 +3,8 @@ within a Gaussian budget and with an account of what every refinement did.
 
 Each refinement step reports, in the strategy state's ``events``, how many Gaussians were
 duplicated, split and pruned (gsplat's own counts; ``densify_unseen``: pruned because no training
-render drew them), and an opacity reset is reported too, so a run
+render drew them; ``densify_near``: pruned because a training render drew them closer than the
+scene's near bound), and an opacity reset is reported too, so a run
 whose Gaussian count collapses shows which mechanism removed them.
 """
 
@@ -24,12 +25,16 @@ class CountingDefaultStrategy(DefaultStrategy):
     return. Under the budget it is gsplat's, unchanged; a refinement that would grow beyond
     ``budget`` grows only the candidates with the largest averaged image-plane gradients (the
     gradient threshold raised to the one that leaves room for them), then prunes as usual; with
-    ``prune_unseen`` it also prunes what no training render drew since the last refinement."""
+    ``prune_unseen`` it also prunes what no training render drew since the last refinement; with
+    ``near`` what a training render drew closer to its camera than that depth (``state["near_hits"]``,
+    filled by ``Densify.step_post_backward``)."""
 
-    def __init__(self, *, budget: int | None = None, prune_unseen: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *, budget: int | None = None, prune_unseen: bool = False, near: float | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.budget = budget
         self.prune_unseen = prune_unseen
+        self.near = near
         self.counts: dict[str, int] = {}
 
     def _grow_gs(self, params, optimizers, state, step):  # type: ignore[no-untyped-def]
@@ -60,6 +65,14 @@ class CountingDefaultStrategy(DefaultStrategy):
                 remove(params=params, optimizers=optimizers, state=state, mask=unseen)
             self.counts["densify_unseen"] = n_unseen
             n_prune += n_unseen
+        if self.near is not None:
+            close = state.get("near_hits")  # [N] bool, aligned by gsplat's ops like every state tensor
+            n_near = 0 if close is None else int(close.sum())
+            if n_near:
+                remove(params=params, optimizers=optimizers, state=state, mask=close)
+            state["near_hits"] = None  # counted afresh until the next refinement
+            self.counts["densify_near"] = n_near
+            n_prune += n_near
         return n_prune
 
 
@@ -70,14 +83,20 @@ class Densify:
     first step the budget limited growth is recorded in the state as ``capped_at``)."""
 
     config: DensifyConfig
+    near: float | None = None
+    """The scene's near bound: with ``config.prune_near``, what a training render draws closer to its
+    camera than this is pruned at the next refinement."""
     inner: CountingDefaultStrategy = field(init=False)
 
     def __post_init__(self) -> None:
         d = self.config
-        assert None not in (d.grow_grad2d, d.refine_stop_iter, d.prune_big, d.prune_unseen), "resolve the config first"
+        assert None not in (d.grow_grad2d, d.refine_stop_iter, d.prune_big, d.prune_unseen, d.prune_near), \
+            "resolve the config first"
+        assert not d.prune_near or (self.near is not None and self.near > 0), "prune_near needs the scene's near bound"
         assert d.grow_grad2d is not None and d.refine_stop_iter is not None  # for the type checker
         self.inner = CountingDefaultStrategy(
-            budget=d.max_gaussians, prune_unseen=bool(d.prune_unseen), prune_opa=d.prune_opa, grow_grad2d=d.grow_grad2d,
+            budget=d.max_gaussians, prune_unseen=bool(d.prune_unseen), near=self.near if d.prune_near else None,
+            prune_opa=d.prune_opa, grow_grad2d=d.grow_grad2d,
             prune_scale3d=0.1 if d.prune_big else float("inf"),
             refine_start_iter=d.refine_start_iter, refine_stop_iter=d.refine_stop_iter,
             refine_every=d.refine_every, reset_every=d.reset_every)
@@ -90,6 +109,13 @@ class Densify:
 
     def step_post_backward(self, model, state: dict, step: int, info: dict) -> None:
         self.inner.counts = {}
+        near = self.inner.near
+        if near is not None and step < self.inner.refine_stop_iter:
+            drawn = info["radii"] > 0  # [C, N, 2] (or [C, N])
+            drawn = drawn.all(dim=-1) if drawn.ndim == 3 else drawn
+            close = (drawn & (info["depths"] < near)).any(dim=0)  # [N]
+            hits = state.get("near_hits")
+            state["near_hits"] = close if hits is None else hits | close
         self.inner.step_post_backward(model.params, model.optimizers, state, step, info)
         events = dict(self.inner.counts)
         if "densify_over_budget" in events and state.get("capped_at", -1) < 0:

@@ -66,7 +66,7 @@ def build_method(cfg: TrainConfig, scene: SceneData, device: torch.device, *, ca
         method.cameras = CameraRefinement(len(method.views), cfg=cfg.cameras, scene_scale=model.scene_scale,
                                           total_steps=cfg.iters, device=device)
     if cfg.densify.enabled:
-        model.add_strategy(Densify(cfg.densify))
+        model.add_strategy(Densify(cfg.densify, near=float(scene.near)))
     attach_priors(method, cfg.priors, cache_dir or Path(cfg.priors.cache_dir or "."), seed=cfg.seed)
     return method
 

@@ -3,6 +3,7 @@ the largest gradients grow, and pruning goes on."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from reconstruct.config import DensifyConfig
@@ -20,20 +21,25 @@ def _model(n: int, seed: int = 0):
 
 
 def _refine(budget: int | None, grads: torch.Tensor, low_opacity: int = 0, *, unseen: int = 0,
-            prune_unseen: bool = False) -> tuple[dict, torch.Tensor, dict]:
+            prune_unseen: bool = False, close: int = 0, near: float | None = None) -> tuple[dict, torch.Tensor, dict]:
     n = len(grads)
     model = _model(n)
     with torch.no_grad():
         model.params["opacities"][:low_opacity] = -10.0  # below prune_opa: pruned after growing
     d = Densify(DensifyConfig(max_gaussians=budget, grow_grad2d=2e-4, prune_big=True, refine_start_iter=0,
-                              refine_stop_iter=15_000, refine_every=1, reset_every=10**9, prune_unseen=prune_unseen))
+                              refine_stop_iter=15_000, refine_every=1, reset_every=10**9, prune_unseen=prune_unseen,
+                              prune_near=near is not None), near=near)
     state = d.initialize_state(scene_scale=1.0)
     count = torch.ones(n)
     count[n - unseen:] = 0  # the last `unseen` were drawn by no training render since the last refinement
     state.update(grad2d=grads.clone(), count=count, radii=torch.zeros(n))
     means2d = torch.zeros(1, n, 2, requires_grad=True)
     means2d.grad = torch.zeros(1, n, 2)  # this step adds nothing: the statistics are the ones set above
-    info = {"width": 64, "height": 64, "n_cameras": 1, "radii": torch.zeros(1, n, 2, dtype=torch.int32),
+    radii = torch.zeros(1, n, 2, dtype=torch.int32)
+    radii[0, n - close:] = 3  # the last `close` are drawn by this step's render, at depth 0.5
+    depths = torch.full((1, n), 5.0)
+    depths[0, n - close:] = 0.5
+    info = {"width": 64, "height": 64, "n_cameras": 1, "radii": radii, "depths": depths,
             "gaussian_ids": None, "means2d": means2d}
     d.step_post_backward(model, state, 1, info)
     return state, model.params["means"].detach(), state.get("events", {})
@@ -72,15 +78,39 @@ def test_unseen_gaussians_are_pruned_only_when_asked():
     assert len(state["count"]) == 40
 
 
+def test_gaussians_drawn_in_front_of_the_near_bound_are_pruned_only_when_asked():
+    grads = torch.full((50,), 1e-5)  # nothing grows
+    _, means_kept, ev_kept = _refine(None, grads, close=4)
+    assert len(means_kept) == 50 and "densify_near" not in ev_kept
+    state, means, ev = _refine(None, grads, low_opacity=2, close=4, near=1.0)
+    assert ev["densify_pruned"] == 2 and ev["densify_near"] == 4 and len(means) == 44
+    assert torch.equal(means, _model(50).params["means"].detach()[2:46])
+    assert state["near_hits"] is None  # counted afresh after the refinement
+    _, means_far, ev_far = _refine(None, grads, close=4, near=0.4)  # drawn at 0.5, behind a near bound of 0.4
+    assert len(means_far) == 50 and ev_far["densify_near"] == 0
+
+
+def _train(scene, points: np.ndarray, **densify: bool) -> tuple[np.ndarray, list[dict]]:
+    """Means left after 25 steps from ``points`` (refinements at steps 10 and 20) and the history."""
+    from reconstruct.config import InitConfig, LossConfig, OptimConfig
+    from reconstruct.loop import LoopState, train_loop
+    from reconstruct.splatting import SplatMethod, model_from_points
+
+    optim = OptimConfig(sh_degree=0)
+    colors = np.random.default_rng(1).uniform(0, 1, points.shape)
+    model = model_from_points(points, colors, init=InitConfig(), optim=optim, scene=scene, device=torch.device("cpu"))
+    model.add_strategy(Densify(DensifyConfig(max_gaussians=None, grow_grad2d=1.0, prune_big=False, prune_opa=0.0,
+                                             refine_start_iter=10, refine_stop_iter=1000, refine_every=20,
+                                             reset_every=10**9, **densify), near=float(scene.near)))
+    method = SplatMethod(scene, model, optim=optim, loss=LossConfig(), total_steps=25, seed=0)
+    state = train_loop(method, LoopState(), until=25, label="densify", show_progress=False)
+    return model.params["means"].detach().numpy(), state.history
+
+
 def test_training_prunes_the_gaussians_no_training_camera_sees(tmp_path):
     """Gaussians behind every training camera get no gradient; with ``prune_unseen`` the first
     refinement removes exactly them (the step's events say so), without it they stay."""
-    import numpy as np
-
-    from reconstruct.config import InitConfig, LossConfig, OptimConfig
     from reconstruct.demo import write_demo_scene
-    from reconstruct.loop import LoopState, train_loop
-    from reconstruct.splatting import SplatMethod, model_from_points
     from scenes import load_scene
 
     scene = load_scene(write_demo_scene(tmp_path / "scene", n_train=3, n_test=1, size=32), views=3)
@@ -103,17 +133,26 @@ def test_training_prunes_the_gaussians_no_training_camera_sees(tmp_path):
     assert all(outside_every_image(x) for x in hidden)
     counts = {}
     for prune_unseen in (False, True):
-        optim = OptimConfig(sh_degree=0)
-        model = model_from_points(np.concatenate([seen, hidden]), rng.uniform(0, 1, (205, 3)), init=InitConfig(),
-                                  optim=optim, scene=scene, device=torch.device("cpu"))
-        model.add_strategy(Densify(DensifyConfig(max_gaussians=None, grow_grad2d=1.0, prune_big=False,
-                                                 prune_opa=0.0, refine_start_iter=10, refine_stop_iter=1000,
-                                                 refine_every=20, reset_every=10**9, prune_unseen=prune_unseen)))
-        method = SplatMethod(scene, model, optim=optim, loss=LossConfig(), total_steps=25, seed=0)
-        state = train_loop(method, LoopState(), until=25, label="unseen", show_progress=False)
-        left = model.params["means"].detach().numpy()
+        left, history = _train(scene, np.concatenate([seen, hidden]), prune_unseen=prune_unseen, prune_near=False)
         counts[prune_unseen] = int((np.linalg.norm(left - back, axis=1) < 0.5).sum())
         assert len(left) == (200 if prune_unseen else 205)
-        unseen = sum(row.get("densify_unseen", 0) for row in state.history)  # the loop logs every event
-        assert unseen == (5 if prune_unseen else 0), state.history
+        unseen = sum(row.get("densify_unseen", 0) for row in history)  # the loop logs every event
+        assert unseen == (5 if prune_unseen else 0), history
     assert counts == {False: 5, True: 0}
+
+
+def test_training_prunes_the_gaussians_in_front_of_the_near_bound(tmp_path):
+    """Gaussians a training camera sees closer than the scene's near bound are removed at the first
+    refinement with ``prune_near`` (and counted as densify_near); the rest of the scene stays."""
+    from reconstruct.demo import write_demo_scene
+    from scenes import load_scene
+
+    scene = load_scene(write_demo_scene(tmp_path / "scene", n_train=3, n_test=1, size=32), views=3)
+    rng = np.random.default_rng(0)
+    T = scene.T_world_cam[scene.train_ids[0]]
+    close = T[:3, 3] + 0.5 * scene.near * T[:3, 2] + rng.normal(0, 0.01, (5, 3))  # on its optical axis
+    points = np.concatenate([rng.uniform(-0.5, 0.5, (200, 3)), close])
+    for prune_near in (False, True):
+        left, history = _train(scene, points, prune_unseen=False, prune_near=prune_near)
+        assert len(left) == (200 if prune_near else 205)
+        assert sum(row.get("densify_near", 0) for row in history) == (5 if prune_near else 0), history
