@@ -147,7 +147,9 @@ class DensifyConfig:
     """At each refinement also prune the Gaussians that a training render since the last one drew
     closer to its camera than the scene's near bound (LLFF's poses_bounds, Blender's 2, DTU's
     camera distance minus the unit sphere): in front of every surface, they explain one view's
-    pixels and hang in front of the object from the others. None = as the preset says: off."""
+    pixels and hang in front of the object from the others. None = as the preset says: off vanilla,
+    on sparse (a 2,000-step sparse schedule on one thread: DTU scan24 3 views 8.18 -> 8.88 dB masked,
+    517 pruned; fern 3 views 504x378 18.22 -> 18.64 dB, 367 pruned)."""
     refine_start_iter: int = 500
     """First densification step."""
     refine_stop_iter: int | None = None
@@ -348,7 +350,7 @@ def resolve(cfg: TrainConfig, *, device_type: str, n_photos: int | None = None) 
         if densify.prune_unseen is None:
             densify = dataclasses.replace(densify, prune_unseen=sparse)
         if densify.prune_near is None:
-            densify = dataclasses.replace(densify, prune_near=False)
+            densify = dataclasses.replace(densify, prune_near=sparse)
         if densify.refine_stop_iter is None:
             densify = dataclasses.replace(densify, refine_stop_iter=cfg.iters if sparse else 5_000)
         if densify.max_gaussians is None:

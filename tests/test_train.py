@@ -76,19 +76,22 @@ def test_sparse_preset_is_the_default_for_few_views_and_flags_still_win(tiny_sce
 def test_the_presets_densify_as_their_methods(tiny_scene):
     """vanilla: 3DGS's threshold, big-Gaussian prune, densification to 5k; sparse: DropGaussian's
     released settings (threshold 5e-4, opacity prune only, densification to the last step) and the
-    prune of what no training render draws."""
+    prunes of what no training render draws and of what one draws in front of the near bound."""
     from recon.train import parse_train
 
     v = parse_train([str(tiny_scene), "--iters", "800"]).cfg.densify
-    assert (v.grow_grad2d, v.prune_big, v.refine_stop_iter, v.prune_unseen) == (2e-4, True, 5_000, False)
+    assert (v.grow_grad2d, v.prune_big, v.refine_stop_iter, v.prune_unseen, v.prune_near) == (2e-4, True, 5_000,
+                                                                                            False, False)
     s = parse_train([str(tiny_scene), "--views", "3", "--iters", "800"]).cfg
     assert (s.densify.grow_grad2d, s.densify.prune_big, s.densify.refine_stop_iter) == (5e-4, False, 800)
     assert s.priors.dropout.rate == 0.2 and s.priors.dropout.progressive
     from reconstruct.densify import Densify
 
-    assert s.densify.prune_unseen and Densify(s.densify).inner.prune_unseen and not Densify(v).inner.prune_unseen
-    assert Densify(v).inner.prune_scale3d == 0.1 and Densify(s.densify).inner.prune_scale3d == float("inf")
-    assert Densify(s.densify).inner.grow_grad2d == 5e-4
+    sparse, vanilla = Densify(s.densify, near=1.5).inner, Densify(v, near=1.5).inner
+    assert s.densify.prune_unseen and sparse.prune_unseen and not vanilla.prune_unseen
+    assert s.densify.prune_near and sparse.near == 1.5 and vanilla.near is None
+    assert vanilla.prune_scale3d == 0.1 and sparse.prune_scale3d == float("inf")
+    assert sparse.grow_grad2d == 5e-4
     s = parse_train([str(tiny_scene), "--views", "3", "--densify.grow-grad2d", "3e-4", "--densify.prune-big", "True"]).cfg
     assert s.densify.grow_grad2d == 3e-4 and s.densify.prune_big  # flags win over the preset
 
