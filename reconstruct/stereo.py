@@ -13,6 +13,9 @@ import torch.nn.functional as F
 
 from reconstruct.config import DenseInitConfig
 
+BACKGROUND_TOL = 2.0 / 255.0
+"""A pixel within this of the render background on every channel is background (``skip_background``)."""
+
 
 def _gray(img: np.ndarray, max_width: int) -> tuple[torch.Tensor, float]:
     """[H,W,3] float image -> [1,1,h,w] gray tensor at most max_width wide, and the scale factor."""
@@ -111,6 +114,9 @@ def dense_points(scene, ids: list[int], cfg: DenseInitConfig, *, seed: int = 0) 
         grid[:: cfg.stride, :: cfg.stride] = True
         keep &= grid
         img = F.interpolate(torch.as_tensor(scene.image(i)).permute(2, 0, 1)[None], size=(h, w), mode="area")[0]
+        if cfg.skip_background:
+            background = torch.tensor(scene.background, dtype=img.dtype).view(3, 1, 1)
+            keep &= ((img - background).abs() > BACKGROUND_TOL).any(0)  # [h, w]
         points.append(X[keep].numpy())
         colors.append(img.permute(1, 2, 0)[keep].numpy())
     P, C = np.concatenate(points).astype(np.float64), np.concatenate(colors).astype(np.float64)

@@ -31,7 +31,7 @@ def _texture(p: np.ndarray) -> np.ndarray:
                      0.5 + 0.4 * np.cos(5 * a + 8 * b)], -1).astype(np.float32)
 
 
-def plane_scene(n_views: int = 3, size: int = 48, depth: float = 3.0) -> SceneData:
+def plane_scene(n_views: int = 3, size: int = 48, depth: float = 3.0, texture=_texture) -> SceneData:
     """Cameras on a short horizontal baseline looking at a textured plane z = depth (analytic images)."""
     K = np.array([[size * 1.0, 0, size / 2], [0, size * 1.0, size / 2], [0, 0, 1]])
     Ts = np.stack([look_at([x, 0.0, 0.0], [x * 0.5, 0.0, depth], up=UP) for x in np.linspace(-0.4, 0.4, n_views)])
@@ -42,7 +42,7 @@ def plane_scene(n_views: int = 3, size: int = 48, depth: float = 3.0) -> SceneDa
         o = Ts[i][:3, 3]
         t = (depth - o[2]) / rays[..., 2]
         hit = o + rays * t[..., None]
-        return _texture(hit[..., :2])
+        return texture(hit[..., :2])
 
     return SceneData(format="synthetic", root=Path("."), image_paths=(), Ks=np.stack([K] * n_views), T_world_cam=Ts,
                      width=size, height=size, train_ids=tuple(range(n_views)), test_ids=(), near=1.0, far=8.0,
@@ -188,6 +188,25 @@ def test_dense_init_recovers_a_textured_plane():
     err = np.abs(P[:, 2] - 3.0)
     assert np.median(err) < 0.08 and np.mean(err < 0.2) > 0.9, (np.median(err), np.mean(err < 0.2))
     assert C.shape == P.shape and C.min() >= 0 and C.max() <= 1
+
+
+def test_dense_init_skips_pixels_the_background_draws():
+    """Pure-background pixels next to texture still match (their NCC window holds the texture); the
+    plane sweep drops them unless told not to."""
+    import dataclasses
+
+    from reconstruct.stereo import dense_points
+
+    def striped(p: np.ndarray) -> np.ndarray:  # white stripes (the background's colour) on the plane
+        return np.where((np.sin(6 * p[..., :1]) > 0.7), np.float32(1.0), _texture(p))
+
+    scene = dataclasses.replace(plane_scene(3, size=32, depth=3.0, texture=striped), background=(1.0, 1.0, 1.0))
+    cfg = DenseInitConfig(depths=40, window=7, stride=1, min_ncc=0.8)
+    white = lambda C: int((C > 1.0 - 1.0 / 255).all(-1).sum())  # noqa: E731
+    P_all, C_all = dense_points(scene, [0, 1, 2], dataclasses.replace(cfg, skip_background=False))
+    P, C = dense_points(scene, [0, 1, 2], cfg)
+    assert white(C_all) >= 20 and white(C) == 0, (white(C_all), white(C))
+    assert len(P) == len(P_all) - white(C_all) and np.median(np.abs(P[:, 2] - 3.0)) < 0.08
 
 
 def test_dense_init_replaces_random_points_adds_to_sfm_and_is_cached(tmp_path):
