@@ -10,6 +10,7 @@ whose Gaussian count collapses shows which mechanism removed them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,17 +86,16 @@ class Densify:
     config: DensifyConfig
     near: float | None = None
     """The scene's near bound: with ``config.prune_near``, what a training render draws closer to its
-    camera than this is pruned at the next refinement."""
+    camera than this is pruned at the next refinement (None, zero or not finite: no such prune)."""
     inner: CountingDefaultStrategy = field(init=False)
 
     def __post_init__(self) -> None:
         d = self.config
         assert None not in (d.grow_grad2d, d.refine_stop_iter, d.prune_big, d.prune_unseen, d.prune_near), \
             "resolve the config first"
-        assert not d.prune_near or (self.near is not None and self.near > 0), "prune_near needs the scene's near bound"
         assert d.grow_grad2d is not None and d.refine_stop_iter is not None  # for the type checker
         self.inner = CountingDefaultStrategy(
-            budget=d.max_gaussians, prune_unseen=bool(d.prune_unseen), near=self.near if d.prune_near else None,
+            budget=d.max_gaussians, prune_unseen=bool(d.prune_unseen), near=self.near if d.prune_near and _is_bound(self.near) else None,
             prune_opa=d.prune_opa, grow_grad2d=d.grow_grad2d,
             prune_scale3d=0.1 if d.prune_big else float("inf"),
             refine_start_iter=d.refine_start_iter, refine_stop_iter=d.refine_stop_iter,
@@ -122,3 +122,7 @@ class Densify:
             state["capped_at"] = step
         if events:
             state["events"] = events
+
+
+def _is_bound(near: float | None) -> bool:
+    return near is not None and math.isfinite(near) and near > 0

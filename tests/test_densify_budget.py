@@ -88,6 +88,9 @@ def test_gaussians_drawn_in_front_of_the_near_bound_are_pruned_only_when_asked()
     assert state["near_hits"] is None  # counted afresh after the refinement
     _, means_far, ev_far = _refine(None, grads, close=4, near=0.4)  # drawn at 0.5, behind a near bound of 0.4
     assert len(means_far) == 50 and ev_far["densify_near"] == 0
+    for bound in (0.0, float("nan")):  # a scene without a near bound: nothing to prune against
+        _, means_none, ev_none = _refine(None, grads, close=4, near=bound)
+        assert len(means_none) == 50 and "densify_near" not in ev_none
 
 
 def _train(scene, points: np.ndarray, **densify: bool) -> tuple[np.ndarray, list[dict]]:
