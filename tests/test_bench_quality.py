@@ -108,3 +108,33 @@ def test_record_keeps_finished_runs_for_another_machine(tmp_path):
     assert finished_metrics(fresh, 8) == first
     assert not (fresh / "checkpoint.pt").exists() and not restore_record(record, fresh, 8)
     assert not restore_record(record, tmp_path / "other", 9)  # a record of another schedule is not taken
+
+
+def test_ablation_presets_switch_one_thing_and_bad_names_are_refused(tmp_path, capsys):
+    import pytest
+
+    from recon.bench.quality import preset_args
+    from scenes.errors import ReconError
+
+    assert preset_args("sparse") == ["--preset", "sparse"]
+    assert preset_args("sparse-dropout+binocular-prune_near") == [
+        "--preset", "sparse", "--priors.dropout.enabled", "False", "--priors.binocular.enabled", "True",
+        "--densify.prune-near", "False"]
+    for bad, needle in (("dense", "expected vanilla or sparse"), ("sparse-dropuot", "no switch 'dropuot'"),
+                        ("sparse+", "expected vanilla or sparse")):
+        with pytest.raises(ReconError, match=needle):
+            preset_args(bad)
+    data = tmp_path / "data"
+    write_demo_scene(data / "blender_demo", n_train=8, n_test=2, size=16)
+    assert main(["bench", "quality", "--protocol", "paper", "--data", str(data), "--out", str(tmp_path / "never"),
+                 "--presets", "sparse-dropuot"]) == 1
+    assert "no switch 'dropuot'" in capsys.readouterr().err and not (tmp_path / "never").exists()
+
+    out = tmp_path / "bench"
+    assert main(["bench", "quality", "--protocol", "paper", "--data", str(data), "--out", str(out), "--iters", "3",
+                 "--eval-every", "3", "--presets", "sparse-dropout+needles"]) == 0
+    cfg = json.loads(Run(out / "paper" / "blender_demo-sparse-dropout+needles").config_path.read_text())
+    assert cfg["preset"] == "sparse" and not cfg["priors"]["dropout"]["enabled"] and cfg["priors"]["needles"]["enabled"]
+    assert cfg["priors"]["sfm_depth"]["enabled"]  # the rest of the preset stays
+    report = json.loads((out / "quality-paper.json").read_text())
+    assert [r["preset"] for r in report["rows"]] == ["sparse-dropout+needles"]

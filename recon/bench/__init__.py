@@ -41,8 +41,10 @@ class QualityBench:
     """Print one JSON object instead of a table."""
     iters: int | None = None
     """Training steps per run (default: 1000 quick, 10000 paper)."""
-    presets: tuple[Literal["vanilla", "sparse"], ...] = ("vanilla", "sparse")
-    """Presets compared in the same invocation."""
+    presets: tuple[str, ...] = ("vanilla", "sparse")
+    """Presets compared in the same invocation: vanilla, sparse, or an ablation of one, a preset followed
+    by +name / -name to switch a prior (dropout, sfm_depth, binocular, pseudo_views, needles, ...) or
+    a densification prune (prune_near, prune_unseen) on or off: sparse-dropout, sparse+binocular."""
     data: Path | None = None
     """Folder holding the scenes (default ../shared/data next to the repository)."""
     scenes: tuple[str, ...] = ()
@@ -67,6 +69,10 @@ class QualityBench:
 
         if self.iters is not None and self.iters < 1:
             raise ReconError(None, "--iters must be at least 1")
+        from recon.bench.quality import preset_args
+
+        for preset in self.presets:
+            preset_args(preset)
         return run_bench(self)
 
 

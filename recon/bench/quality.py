@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -45,6 +46,30 @@ class Protocol:
     args: tuple[str, ...]
     """`recon train` options of the protocol (views, resolution, test split)."""
     note: str
+
+
+#: Switches an ablation preset may toggle: its train flag, per name.
+TOGGLES: dict[str, str] = {
+    **{name: f"--priors.{name.replace('_', '-')}.enabled" for name in
+       ("dropout", "binocular", "pseudo_views", "sfm_depth", "mono_depth", "diffusion", "needles")},
+    "prune_near": "--densify.prune-near", "prune_unseen": "--densify.prune-unseen",
+}
+
+
+def preset_args(preset: str) -> list[str]:
+    """`recon train` options of a preset name: vanilla, sparse, or one of them followed by +name / -name
+    switches (``sparse-dropout``: the sparse preset without dropout)."""
+    from scenes.errors import ReconError
+
+    match = re.fullmatch(r"(vanilla|sparse)((?:[+-][a-z_]+)*)", preset)
+    if match is None:
+        raise ReconError(None, f"--presets {preset}: expected vanilla or sparse, then +name / -name switches")
+    args = ["--preset", match[1]]
+    for sign, name in re.findall(r"([+-])([a-z_]+)", match[2]):
+        if name not in TOGGLES:
+            raise ReconError(None, f"--presets {preset}: no switch {name!r} (one of {', '.join(TOGGLES)})")
+        args += [TOGGLES[name], "True" if sign == "+" else "False"]
+    return args
 
 
 def scene_protocol(scene: Path) -> Protocol | None:
@@ -170,7 +195,7 @@ def run_bench(cfg: "QualityBench") -> int:
             record = None if cfg.record is None else cfg.record / ("paper" if paper else "quick") / name
             if record is not None:
                 restore_record(record, run_dir, iters)
-            args = [str(proto.scene), *proto.args, "--preset", preset, "--iters", str(iters), *extra]
+            args = [str(proto.scene), *proto.args, *preset_args(preset), "--iters", str(iters), *extra]
             if not cfg.train:
                 m = finished_metrics(run_dir, iters)
                 if m is None:
