@@ -298,6 +298,15 @@ def test_sfm_depth_attached_from_initial_sfm_points(demo_scene, tmp_path):
     assert r.terms["sfm_depth"] > 0
 
 
+def test_sfm_depth_stays_off_on_too_few_points_and_says_so(demo_scene, tmp_path):
+    points = np.random.default_rng(0).uniform(-0.6, 0.6, (82, 3))  # what SIFT gave lego's 8 views
+    tr = _trainer(demo_scene, tmp_path, PriorsConfig(sfm_depth=SfmDepthConfig(enabled=True)), sfm_points=points)
+    assert tr.regularizers == [] and tr.init_record["sfm_depth"] == "off (82 < 200 triangulated points)"
+    tr = _trainer(demo_scene, tmp_path, PriorsConfig(sfm_depth=SfmDepthConfig(enabled=True, min_points=80)),
+                  sfm_points=points)
+    assert len(tr.regularizers) == 1
+
+
 # ---------------------------------------------------------------------- depth losses
 def test_pearson_and_ranking_losses():
     from reconstruct.priors.depth import pearson_loss, ranking_loss

@@ -56,9 +56,14 @@ def attach_priors(method: "SplatMethod", priors: PriorsConfig, cache_dir: Path, 
             from reconstruct.init import triangulate_views
 
             method.sfm_points = triangulate_views(method.scene, method.train_ids)[0]
-        targets = sfm_depth_targets(method.sfm_points, method.scene, method.train_ids, priors.sfm_depth, method.device)
-        method.regularizers.append(SfmDepthLoss(priors.sfm_depth, targets))
-        attached.append("sfm_depth")
+        n_points, least = len(method.sfm_points), priors.sfm_depth.min_points
+        if n_points >= least:
+            targets = sfm_depth_targets(method.sfm_points, method.scene, method.train_ids, priors.sfm_depth,
+                                        method.device)
+            method.regularizers.append(SfmDepthLoss(priors.sfm_depth, targets))
+            attached.append("sfm_depth")
+        else:
+            method.init_record["sfm_depth"] = f"off ({n_points} < {least} triangulated points)"
     if priors.dropout.enabled:
         from reconstruct.priors.dropout import GaussianDropout
 
