@@ -347,6 +347,8 @@ def resolve(cfg: TrainConfig, *, device_type: str, n_photos: int | None = None) 
             init = dataclasses.replace(init, fallback="dense" if sparse else "random")
         if init.min_sfm_points is None:
             init = dataclasses.replace(init, min_sfm_points=200 if sparse else 50)
+        if subs["sfm_depth"].min_points is None:
+            subs["sfm_depth"] = dataclasses.replace(subs["sfm_depth"], min_points=init.min_sfm_points)
         densify = cfg.densify
         if densify.grow_grad2d is None:
             densify = dataclasses.replace(densify, grow_grad2d=SPARSE_GROW_GRAD2D if sparse else 2e-4)
@@ -392,6 +394,7 @@ CHECKS: tuple[tuple[str, str, float | None, float | None], ...] = (
     ("optim.sh_degree_interval", "--optim.sh-degree-interval", 1, None),
     ("init.n_random", "--init.n-random", 1, None),
     ("init.min_sfm_points", "--init.min-sfm-points", 0, None),
+    ("priors.sfm_depth.min_points", "--priors.sfm-depth.min-points", 0, None),
     ("init.initial_opacity", "--init.initial-opacity", 1e-6, 1 - 1e-6),
     ("init.scale_neighbors", "--init.scale-neighbors", 1, None),
     ("densify.refine_every", "--densify.refine-every", 1, None),

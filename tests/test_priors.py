@@ -93,6 +93,7 @@ def test_presets_vanilla_all_off_sparse_on_and_flags_override():
     for name in sp.priors.names():
         assert getattr(sp.priors, name).enabled == (name in SPARSE_PRIORS), name
     assert sp.init.kind == "sfm" and sp.init.fallback == "dense" and sp.init.min_sfm_points == 200
+    assert sp.priors.sfm_depth.min_points == 200  # the depth loss trusts what the init trusts
     assert resolve(SplatTrainConfig(scene=Path("s"), views=3, preset="vanilla"), device_type="cpu").init.fallback == "random"
     demo = str(Path(__file__).resolve().parents[1] / "data" / "demo")
     cfg = parse_train([demo, "--views", "3", "--priors.dropout.enabled", "False", "--priors.binocular.weight", "0.7",
@@ -291,7 +292,8 @@ def test_sfm_depth_loss_zero_at_targets(demo_scene, tmp_path):
 
 def test_sfm_depth_attached_from_initial_sfm_points(demo_scene, tmp_path):
     points = np.random.default_rng(0).uniform(-0.6, 0.6, (400, 3))  # stand-ins for the triangulated points
-    tr = _trainer(demo_scene, tmp_path, PriorsConfig(sfm_depth=SfmDepthConfig(enabled=True)), sfm_points=points)
+    tr = _trainer(demo_scene, tmp_path, PriorsConfig(sfm_depth=SfmDepthConfig(enabled=True, min_points=200)),
+                  sfm_points=points)
     (reg,) = tr.regularizers
     assert set(reg.targets) == set(demo_scene.train_ids) and sum(len(t[1]) for t in reg.targets.values()) > 50
     r = tr.train_step(0)
@@ -300,7 +302,8 @@ def test_sfm_depth_attached_from_initial_sfm_points(demo_scene, tmp_path):
 
 def test_sfm_depth_stays_off_on_too_few_points_and_says_so(demo_scene, tmp_path):
     points = np.random.default_rng(0).uniform(-0.6, 0.6, (82, 3))  # what SIFT gave lego's 8 views
-    tr = _trainer(demo_scene, tmp_path, PriorsConfig(sfm_depth=SfmDepthConfig(enabled=True)), sfm_points=points)
+    tr = _trainer(demo_scene, tmp_path, PriorsConfig(sfm_depth=SfmDepthConfig(enabled=True, min_points=200)),
+                  sfm_points=points)
     assert tr.regularizers == [] and tr.init_record["sfm_depth"] == "off (82 < 200 triangulated points)"
     tr = _trainer(demo_scene, tmp_path, PriorsConfig(sfm_depth=SfmDepthConfig(enabled=True, min_points=80)),
                   sfm_points=points)

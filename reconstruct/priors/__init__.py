@@ -22,12 +22,12 @@ the run without it) but left the test views where they were (8.87 / 8.69 dB at s
 rate of 0.1 and 3DGS's densification) ended 0.6 dB below vanilla on fern 3 views at the papers'
 protocol (17.42 against 18.02 dB, 10k steps, 504x378). At the full schedule (`recon bench quality
 --protocol paper --presets sparse-dropout ...`, 10k steps, one thread a run; benchmarks/quality), against
-the preset as it was then (the depth loss on every SfM point): without dropout fern 3 views 18.61 / 0.560 against 18.89 / 0.577 and lego 8 views 22.73 /
-0.846 against 22.86 / 0.849, so dropout stays; with binocular consistency lego rose to 23.26 / 0.858
+the preset as it was then (the depth loss on every SfM point): without dropout fern 3 views 18.61 /
+0.560 against 18.89 / 0.577 and lego 8 views 22.73 / 0.846 against 22.86 / 0.849, so dropout stays; with binocular consistency lego rose to 23.26 / 0.858
 (+0.40 dB, 1.85x the training time) and with pseudo views to 23.04 / 0.852 (+0.18, 1.17x), not yet
 measured on LLFF at that schedule, so neither is in the preset; without the SfM depth loss lego rose to
 23.17 / 0.852 (+0.31): its 82 SIFT points, the ones the init refused as too few, were worse than no
-depth, so the loss now needs the init's 200 points (``SfmDepthConfig.min_points``). Measured with
+depth, so the loss now needs as many points as the init does (``SfmDepthConfig.min_points``, 200 in the preset). Measured with
 `recon bench priors` at short budgets (CPU,
 3 seeds; fern 3 views at 126 px and 200 steps, lego 8 views at 100 px and 500 steps): the dense
 initialization carried the gain there (fern +5.0 dB alone; lego +10.6 dB, where SIFT finds no
@@ -65,6 +65,7 @@ def attach_priors(method: "SplatMethod", priors: PriorsConfig, cache_dir: Path, 
 
             method.sfm_points = triangulate_views(method.scene, method.train_ids)[0]
         n_points, least = len(method.sfm_points), priors.sfm_depth.min_points
+        assert least is not None, "resolve the config first"
         if n_points >= least:
             targets = sfm_depth_targets(method.sfm_points, method.scene, method.train_ids, priors.sfm_depth,
                                         method.device)
