@@ -12,6 +12,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -61,13 +62,19 @@ class _UnionFind:
 
 
 def triangulate_views(
-    scene: SceneData, ids: list[int], *, max_epipolar_px: float = 2.0, max_reproj_px: float = 2.0,
-    min_angle_deg: float = 1.0,
+    scene: SceneData, ids: list[int], *, matching: Literal["exhaustive", "epipolar"] = "exhaustive",
+    sift_upscale: int = 1, max_epipolar_px: float = 2.0, max_reproj_px: float = 2.0, min_angle_deg: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Points [P, 3] and colors [P, 3] (float in [0, 1]) triangulated from frames ``ids``."""
+    """Points [P, 3] and colors [P, 3] (float in [0, 1]) triangulated from frames ``ids``.
+
+    ``matching``: exhaustive: COLMAP's nearest-neighbour matches, then the ones within
+    ``max_epipolar_px`` of the known epipolar geometry; epipolar: the known poses pick each keypoint's
+    candidates first (``epipolar_matches``). ``sift_upscale``: extract SIFT on images this many times
+    larger (keypoints mapped back), for small images whose finest octave holds most of the detail."""
     import pycolmap
     from PIL import Image
 
+    assert sift_upscale >= 1, sift_upscale
     pycolmap.logging.minloglevel = 2  # COLMAP's per-image INFO lines would drown the progress bar
     with tempfile.TemporaryDirectory(prefix="recon_sfm_") as tmp:
         tmp_path = Path(tmp)
@@ -76,44 +83,109 @@ def triangulate_views(
         names = []
         for i in ids:
             name = f"{i:05d}.png"
-            Image.fromarray((scene.image(i) * 255).round().astype(np.uint8)).save(image_dir / name)
+            image = Image.fromarray((scene.image(i) * 255).round().astype(np.uint8))
+            if sift_upscale > 1:
+                image = image.resize((image.width * sift_upscale, image.height * sift_upscale), Image.Resampling.BICUBIC)
+            image.save(image_dir / name)
             names.append(name)
         db_path = tmp_path / "db.db"
         extraction = pycolmap.FeatureExtractionOptions()
         extraction.num_threads = 2
         pycolmap.extract_features(db_path, image_dir, camera_mode=pycolmap.CameraMode.PER_IMAGE,
                                   extraction_options=extraction, device=pycolmap.Device.cpu)
-        matching = pycolmap.FeatureMatchingOptions()
-        matching.num_threads = 2
-        pycolmap.match_exhaustive(db_path, matching_options=matching, device=pycolmap.Device.cpu)
+        if matching == "exhaustive":
+            options = pycolmap.FeatureMatchingOptions()
+            options.num_threads = 2
+            pycolmap.match_exhaustive(db_path, matching_options=options, device=pycolmap.Device.cpu)
         db = pycolmap.Database.open(str(db_path))
         try:
             by_name = {img.name: img.image_id for img in db.read_all_images()}
             frame_of = {by_name[n]: i for n, i in zip(names, ids)}
-            keypoints = {iid: db.read_keypoints(iid)[:, :2] for iid in frame_of}
+            # COLMAP keypoints are in pixel coordinates with the origin at the top-left corner of the
+            # top-left pixel, as our intrinsics are (pixel centers at integer + 0.5), so a scaled image's
+            # keypoints map back by division.
+            keypoints = {frame_of[iid]: db.read_keypoints(iid)[:, :2] / sift_upscale for iid in frame_of}
             pair_matches = []
-            for a in frame_of:
-                for b in frame_of:
-                    if a < b and db.exists_matches(a, b):
-                        pair_matches.append((a, b, db.read_matches(a, b)))
+            if matching == "exhaustive":
+                for a in frame_of:
+                    for b in frame_of:
+                        if a < b and db.exists_matches(a, b):
+                            m = db.read_matches(a, b)
+                            fa, fb = frame_of[a], frame_of[b]
+                            good = _sampson(_fundamental(scene, fa, fb), keypoints[fa][m[:, 0]],
+                                            keypoints[fb][m[:, 1]]) < max_epipolar_px**2
+                            pair_matches.append((fa, fb, m[good]))
+            else:
+                descriptors = {frame_of[iid]: np.asarray(db.read_descriptors(iid).data, dtype=np.float32)
+                               for iid in frame_of}
         finally:
             db.close()
+    if matching == "epipolar":
+        for n, a in enumerate(ids):
+            for b in ids[n + 1:]:
+                pair_matches.append((a, b, epipolar_matches(
+                    _fundamental(scene, a, b), keypoints[a], keypoints[b], descriptors[a], descriptors[b],
+                    max_epipolar_px=max_epipolar_px)))
+    return _triangulate_tracks(scene, ids, keypoints, pair_matches, max_reproj_px=max_reproj_px,
+                               min_angle_deg=min_angle_deg)
 
+
+def epipolar_matches(
+    F: np.ndarray, xa: np.ndarray, xb: np.ndarray, da: np.ndarray, db: np.ndarray, *,
+    max_epipolar_px: float = 2.0, ratio: float = 0.8, chunk: int = 2048,
+) -> np.ndarray:
+    """[M, 2] index pairs (into xa [N, 2], xb [K, 2]) matched under known epipolar geometry F
+    (x_b^T F x_a = 0): each keypoint's candidates are the other image's keypoints within
+    ``max_epipolar_px`` (Sampson distance) of its epipolar line; among them the nearest descriptor
+    (da [N, D], db [K, D]) must pass Lowe's ratio test against the second nearest and be mutual.
+    The geometry removes most wrong candidates before the ratio test sees them, so far more true
+    matches pass than in unconstrained matching (fern, 3 views at 504x378: 1,041 against 536)."""
+    assert xa.shape[1] == 2 and xb.shape[1] == 2 and len(xa) == len(da) and len(xb) == len(db), (xa.shape, da.shape)
+    if len(xa) < 2 or len(xb) < 2:
+        return np.zeros((0, 2), dtype=np.int64)
+    ha = np.concatenate([xa, np.ones((len(xa), 1))], 1)
+    hb = np.concatenate([xb, np.ones((len(xb), 1))], 1)
+    lines_b, lines_a = ha @ F.T, hb @ F  # [N, 3] epipolar lines in b, [K, 3] in a
+    na = da / np.maximum(np.linalg.norm(da, axis=1, keepdims=True), 1e-12)
+    nb = db / np.maximum(np.linalg.norm(db, axis=1, keepdims=True), 1e-12)
+    best_b = np.full(len(xa), -1)
+    ok_a = np.zeros(len(xa), dtype=bool)
+    col_best = np.full(len(xb), np.inf)  # nearest admissible a for each b (mutual check)
+    col_arg = np.full(len(xb), -1)
+    for lo in range(0, len(xa), chunk):
+        sl = slice(lo, lo + chunk)
+        num = (lines_b[sl] @ hb.T) ** 2  # [c, K]
+        den = (lines_b[sl, 0:1] ** 2 + lines_b[sl, 1:2] ** 2) + (lines_a[:, 0] ** 2 + lines_a[:, 1] ** 2)[None]
+        dist = np.sqrt(np.maximum(2.0 - 2.0 * (na[sl] @ nb.T), 0.0))  # [c, K] descriptor distance
+        dist[num / np.maximum(den, 1e-12) >= max_epipolar_px**2] = np.inf
+        two = np.argpartition(dist, 1, axis=1)[:, :2]
+        d2 = np.take_along_axis(dist, two, 1)
+        order = np.argsort(d2, axis=1)
+        first = np.take_along_axis(two, order[:, :1], 1)[:, 0]
+        d_first, d_second = np.take_along_axis(d2, order, 1).T
+        best_b[sl] = first
+        ok_a[sl] = np.isfinite(d_first) & (d_first < ratio * d_second)
+        rows = np.argmin(dist, axis=0)
+        vals = dist[rows, np.arange(len(xb))]
+        better = vals < col_best
+        col_best[better], col_arg[better] = vals[better], rows[better] + lo
+    idx = np.nonzero(ok_a)[0]
+    idx = idx[col_arg[best_b[idx]] == idx]
+    return np.stack([idx, best_b[idx]], 1).astype(np.int64)
+
+
+def _triangulate_tracks(
+    scene: SceneData, ids: list[int], keypoints: dict[int, np.ndarray], pair_matches: list, *,
+    max_reproj_px: float, min_angle_deg: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Link pairwise matches (frame a, frame b, [M, 2] keypoint indices) into tracks and triangulate each."""
     uf = _UnionFind()
-    for a, b, m in pair_matches:
-        if len(m) == 0:
-            continue
-        fa, fb = frame_of[a], frame_of[b]
-        # COLMAP keypoints are in pixel coordinates with the origin at the top-left corner of the
-        # top-left pixel; our intrinsics use pixel centers at integer + 0.5 likewise.
-        xa, xb = keypoints[a][m[:, 0]], keypoints[b][m[:, 1]]
-        good = _sampson(_fundamental(scene, fa, fb), xa, xb) < max_epipolar_px**2
-        for ka, kb in m[good]:
+    for fa, fb, m in pair_matches:
+        for ka, kb in m:
             uf.union((fa, int(ka)), (fb, int(kb)))
     tracks: dict = {}
     for node in list(uf.parent):
         tracks.setdefault(uf.find(node), []).append(node)
-    kp_by_frame = {frame_of[iid]: kp for iid, kp in keypoints.items()}
     P = {i: _projection(scene, i) for i in ids}
     centers = {i: scene.T_world_cam[i][:3, 3] for i in ids}
     points, colors = [], []
@@ -121,7 +193,7 @@ def triangulate_views(
         frames = [f for f, _ in obs]
         if len(obs) < 2 or len(set(frames)) != len(frames):
             continue  # inconsistent track (two keypoints of one image)
-        xs = np.array([kp_by_frame[f][k] for f, k in obs])
+        xs = np.array([keypoints[f][k] for f, k in obs])
         X = _dlt([P[f] for f in frames], xs)
         if X is None:
             continue
@@ -224,7 +296,8 @@ def initialize(cfg: InitConfig, scene: SceneData, *, seed: int, cache_dir: Path 
                       else np.asarray(scene.point_colors, dtype=np.float64) / 255.0)
             source = "pose estimation"
         else:
-            points, colors = triangulate_views(scene, ids)
+            assert cfg.matching != "auto" and cfg.sift_upscale is not None, "resolve the config first"
+            points, colors = triangulate_views(scene, ids, matching=cfg.matching, sift_upscale=cfg.sift_upscale)
             source = f"{len(ids)} views"
         sfm = points
         min_points = 50 if cfg.min_sfm_points is None else cfg.min_sfm_points
