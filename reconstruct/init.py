@@ -139,7 +139,8 @@ def epipolar_matches(
     ``max_epipolar_px`` (Sampson distance) of its epipolar line; among them the nearest descriptor
     (da [N, D], db [K, D]) must pass Lowe's ratio test against the second nearest and be mutual.
     The geometry removes most wrong candidates before the ratio test sees them, so far more true
-    matches pass than in unconstrained matching (fern, 3 views at 504x378: 1,041 against 536)."""
+    matches pass than in unconstrained matching (fern, 3 views at 504x378: 595 triangulated points
+    against 374)."""
     assert xa.shape[1] == 2 and xb.shape[1] == 2 and len(xa) == len(da) and len(xb) == len(db), (xa.shape, da.shape)
     if len(xa) < 2 or len(xb) < 2:
         return np.zeros((0, 2), dtype=np.int64)
