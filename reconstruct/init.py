@@ -297,8 +297,9 @@ def initialize(cfg: InitConfig, scene: SceneData, *, seed: int, cache_dir: Path 
                       else np.asarray(scene.point_colors, dtype=np.float64) / 255.0)
             source = "pose estimation"
         else:
-            assert cfg.matching != "auto" and cfg.sift_upscale is not None, "resolve the config first"
-            points, colors = triangulate_views(scene, ids, matching=cfg.matching, sift_upscale=cfg.sift_upscale)
+            points, colors = triangulate_views(  # unresolved options: the vanilla preset's
+                scene, ids, matching="exhaustive" if cfg.matching == "auto" else cfg.matching,
+                sift_upscale=cfg.sift_upscale or 1)
             source = f"{len(ids)} views"
         sfm = points
         min_points = 50 if cfg.min_sfm_points is None else cfg.min_sfm_points
