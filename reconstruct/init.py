@@ -268,6 +268,13 @@ class InitResult:
         return {"init": self.how, "kind": self.kind, "n_points": int(len(self.points))}
 
 
+def triangulate_training_views(cfg: InitConfig, scene: SceneData, ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """``triangulate_views`` with the matcher and SIFT scale of ``cfg``; options still "auto" / None
+    triangulate as the vanilla preset does (exhaustive matches on the images as they are)."""
+    return triangulate_views(scene, ids, matching="exhaustive" if cfg.matching == "auto" else cfg.matching,
+                             sift_upscale=cfg.sift_upscale or 1)
+
+
 def initialize(cfg: InitConfig, scene: SceneData, *, seed: int, cache_dir: Path | None,
                scene_points: bool = False) -> InitResult:
     """The initial Gaussians of ``cfg.kind`` (resolved: not "auto") on ``scene``'s training views.
@@ -297,9 +304,7 @@ def initialize(cfg: InitConfig, scene: SceneData, *, seed: int, cache_dir: Path 
                       else np.asarray(scene.point_colors, dtype=np.float64) / 255.0)
             source = "pose estimation"
         else:
-            points, colors = triangulate_views(  # unresolved options: the vanilla preset's
-                scene, ids, matching="exhaustive" if cfg.matching == "auto" else cfg.matching,
-                sift_upscale=cfg.sift_upscale or 1)
+            points, colors = triangulate_training_views(cfg, scene, ids)
             source = f"{len(ids)} views"
         sfm = points
         min_points = 50 if cfg.min_sfm_points is None else cfg.min_sfm_points

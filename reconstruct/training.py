@@ -67,7 +67,7 @@ def build_method(cfg: TrainConfig, scene: SceneData, device: torch.device, *, ca
                                           total_steps=cfg.iters, device=device)
     if cfg.densify.enabled:
         model.add_strategy(Densify(cfg.densify, near=float(scene.near)))
-    attach_priors(method, cfg.priors, cache_dir or Path(cfg.priors.cache_dir or "."), seed=cfg.seed)
+    attach_priors(method, cfg.priors, cache_dir or Path(cfg.priors.cache_dir or "."), seed=cfg.seed, init=cfg.init)
     return method
 
 

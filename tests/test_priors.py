@@ -310,6 +310,33 @@ def test_sfm_depth_stays_off_on_too_few_points_and_says_so(demo_scene, tmp_path)
     assert len(tr.regularizers) == 1
 
 
+def test_sfm_depth_after_a_random_start_triangulates_as_the_run_says(demo_scene, tmp_path, monkeypatch):
+    """A random (or .ply) start makes no SfM points; the depth prior triangulates them with the run's
+    matcher and SIFT scale, and with the vanilla preset's when the options are unresolved."""
+    import reconstruct.init as init_mod
+    from recon.train import parse_train
+    from reconstruct.config import InitConfig
+    from reconstruct.priors.depth import SfmDepthLoss
+    from reconstruct.training import build_method
+
+    calls: list[dict] = []
+
+    def triangulate(scene, ids, **options):
+        calls.append(options)
+        return np.random.default_rng(0).uniform(-0.6, 0.6, (300, 3)), np.full((300, 3), 0.5)
+
+    monkeypatch.setattr(init_mod, "triangulate_views", triangulate)
+    _trainer(demo_scene, tmp_path, PriorsConfig(sfm_depth=SfmDepthConfig(enabled=True, min_points=200)))
+    assert calls.pop() == {"matching": "exhaustive", "sift_upscale": 1}
+    cfg = parse_train([str(Path(__file__).resolve().parents[1] / "data" / "demo"), "--views", "3", "--preset",
+                       "sparse", "--init.kind", "random", "--init.n-random", "300", "--iters", "4"]).cfg
+    assert isinstance(cfg.init, InitConfig) and cfg.priors.sfm_depth.enabled
+    method = build_method(cfg, demo_scene, torch.device("cpu"), cache_dir=tmp_path)
+    assert calls == [{"matching": "epipolar", "sift_upscale": 2}]
+    assert method.sfm_points is not None and len(method.sfm_points) == 300
+    assert any(isinstance(r, SfmDepthLoss) for r in method.regularizers)
+
+
 # ---------------------------------------------------------------------- depth losses
 def test_pearson_and_ranking_losses():
     from reconstruct.priors.depth import pearson_loss, ranking_loss

@@ -54,19 +54,24 @@ from typing import TYPE_CHECKING
 from reconstruct.priors.config import PriorsConfig
 
 if TYPE_CHECKING:
+    from reconstruct.config import InitConfig
     from reconstruct.splatting import SplatMethod
 
 
-def attach_priors(method: "SplatMethod", priors: PriorsConfig, cache_dir: Path, *, seed: int) -> list[str]:
-    """Wire every enabled prior into ``method``; returns the names attached."""
+def attach_priors(method: "SplatMethod", priors: PriorsConfig, cache_dir: Path, *, seed: int,
+                  init: "InitConfig | None" = None) -> list[str]:
+    """Wire every enabled prior into ``method``; returns the names attached. ``init``: how the run
+    triangulates (matcher, SIFT scale) when the SfM depth prior needs points that the initialization
+    did not make (a random or .ply start); None = the vanilla preset's triangulation."""
     attached = []
     if priors.sfm_depth.enabled:
         from reconstruct.priors.depth import SfmDepthLoss, sfm_depth_targets
 
         if method.sfm_points is None:
-            from reconstruct.init import triangulate_views
+            from reconstruct.config import InitConfig
+            from reconstruct.init import triangulate_training_views
 
-            method.sfm_points = triangulate_views(method.scene, method.train_ids)[0]
+            method.sfm_points = triangulate_training_views(init or InitConfig(), method.scene, method.train_ids)[0]
         n_points, least = len(method.sfm_points), priors.sfm_depth.min_points
         assert least is not None, "resolve the config first"
         if n_points >= least:
