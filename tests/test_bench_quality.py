@@ -120,6 +120,8 @@ def test_ablation_presets_switch_one_thing_and_bad_names_are_refused(tmp_path, c
     assert preset_args("sparse-dropout+binocular-prune_near") == [
         "--preset", "sparse", "--priors.dropout.enabled", "False", "--priors.binocular.enabled", "True",
         "--densify.prune-near", "False"]
+    assert preset_args("sparse+dense_init")[2:] == ["--init.kind", "dense"]
+    assert preset_args("sparse-dense_init")[2:] == ["--init.kind", "sfm"]
     for bad, needle in (("dense", "expected vanilla or sparse"), ("sparse-dropuot", "no switch 'dropuot'"),
                         ("sparse+", "expected vanilla or sparse")):
         with pytest.raises(ReconError, match=needle):

@@ -48,11 +48,13 @@ class Protocol:
     note: str
 
 
-#: Switches an ablation preset may toggle: its train flag, per name.
-TOGGLES: dict[str, str] = {
-    **{name: f"--priors.{name.replace('_', '-')}.enabled" for name in
+#: Switches an ablation preset may toggle: its train flag and the flag's values for +name / -name.
+TOGGLES: dict[str, tuple[str, str, str]] = {
+    **{name: (f"--priors.{name.replace('_', '-')}.enabled", "True", "False") for name in
        ("dropout", "binocular", "pseudo_views", "sfm_depth", "mono_depth", "diffusion", "needles")},
-    "prune_near": "--densify.prune-near", "prune_unseen": "--densify.prune-unseen",
+    "prune_near": ("--densify.prune-near", "True", "False"),
+    "prune_unseen": ("--densify.prune-unseen", "True", "False"),
+    "dense_init": ("--init.kind", "dense", "sfm"),
 }
 
 
@@ -68,7 +70,8 @@ def preset_args(preset: str) -> list[str]:
     for sign, name in re.findall(r"([+-])([a-z_]+)", match[2]):
         if name not in TOGGLES:
             raise ReconError(None, f"--presets {preset}: no switch {name!r} (one of {', '.join(TOGGLES)})")
-        args += [TOGGLES[name], "True" if sign == "+" else "False"]
+        flag, on, off = TOGGLES[name]
+        args += [flag, on if sign == "+" else off]
     return args
 
 
