@@ -178,6 +178,10 @@ class DensifyConfig:
     the largest image-plane gradients grow (pruning goes on, so the budget is spent where the error
     is); None = 30,000 on a CPU (the 10k-step schedule of fern 3 views at 504x378 in under 45
     minutes on 2 cores; unbudgeted, 3DGS densification passes 100k by step 2000 there), 1,000,000 on a GPU."""
+    regrow_at_budget: bool | None = None
+    """Once the budget is reached, go on growing into the room each refinement's pruning leaves (the
+    largest gradients first); False = no growth after the first refinement the budget limited
+    (pruning and opacity resets go on). None = as the preset says: on in both."""
 
 
 @dataclass
@@ -373,6 +377,8 @@ def resolve(cfg: TrainConfig, *, device_type: str, n_photos: int | None = None) 
             densify = dataclasses.replace(densify, prune_near=sparse)
         if densify.refine_stop_iter is None:
             densify = dataclasses.replace(densify, refine_stop_iter=cfg.iters if sparse else 5_000)
+        if densify.regrow_at_budget is None:
+            densify = dataclasses.replace(densify, regrow_at_budget=True)
         if densify.max_gaussians is None:
             densify = dataclasses.replace(densify, max_gaussians=CPU_GAUSSIAN_BUDGET if device == "cpu" else 1_000_000)
         cameras = cfg.cameras

@@ -30,16 +30,19 @@ class CountingDefaultStrategy(DefaultStrategy):
     ``near`` what a training render drew closer to its camera than that depth (``state["near_hits"]``,
     filled by ``Densify.step_post_backward``)."""
 
-    def __init__(self, *, budget: int | None = None, prune_unseen: bool = False, near: float | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(self, *, budget: int | None = None, regrow_at_budget: bool = True, prune_unseen: bool = False,
+                 near: float | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.budget = budget
+        self.budget, self.regrow_at_budget = budget, regrow_at_budget
         self.prune_unseen = prune_unseen
         self.near = near
         self.counts: dict[str, int] = {}
 
     def _grow_gs(self, params, optimizers, state, step):  # type: ignore[no-untyped-def]
         threshold = self.grow_grad2d
+        if not self.regrow_at_budget and state.get("capped_at", -1) >= 0:
+            self.counts.update(densify_duplicated=0, densify_split=0)
+            return 0, 0
         if self.budget is not None:
             grads = state["grad2d"] / state["count"].clamp_min(1)  # [N], as gsplat averages them
             wanted = int((grads > threshold).sum())
@@ -91,11 +94,12 @@ class Densify:
 
     def __post_init__(self) -> None:
         d = self.config
-        assert None not in (d.grow_grad2d, d.refine_stop_iter, d.prune_big, d.prune_unseen, d.prune_near), \
+        assert None not in (d.grow_grad2d, d.refine_stop_iter, d.prune_big, d.prune_unseen, d.prune_near,
+                            d.regrow_at_budget), \
             "resolve the config first"
         assert d.grow_grad2d is not None and d.refine_stop_iter is not None  # for the type checker
         self.inner = CountingDefaultStrategy(
-            budget=d.max_gaussians, prune_unseen=bool(d.prune_unseen), near=self.near if d.prune_near and _is_bound(self.near) else None,
+            budget=d.max_gaussians, regrow_at_budget=bool(d.regrow_at_budget), prune_unseen=bool(d.prune_unseen), near=self.near if d.prune_near and _is_bound(self.near) else None,
             prune_opa=d.prune_opa, grow_grad2d=d.grow_grad2d,
             prune_scale3d=0.1 if d.prune_big else float("inf"),
             refine_start_iter=d.refine_start_iter, refine_stop_iter=d.refine_stop_iter,

@@ -122,6 +122,7 @@ def test_ablation_presets_switch_one_thing_and_bad_names_are_refused(tmp_path, c
         "--densify.prune-near", "False"]
     assert preset_args("sparse+dense_init")[2:] == ["--init.kind", "dense"]
     assert preset_args("sparse-dense_init")[2:] == ["--init.kind", "sfm"]
+    assert preset_args("sparse-regrow")[2:] == ["--densify.regrow-at-budget", "False"]
     for bad, needle in (("dense", "expected vanilla or sparse"), ("sparse-dropuot", "no switch 'dropuot'"),
                         ("sparse+", "expected vanilla or sparse")):
         with pytest.raises(ReconError, match=needle):

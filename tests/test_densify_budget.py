@@ -21,15 +21,17 @@ def _model(n: int, seed: int = 0):
 
 
 def _refine(budget: int | None, grads: torch.Tensor, low_opacity: int = 0, *, unseen: int = 0,
-            prune_unseen: bool = False, close: int = 0, near: float | None = None) -> tuple[dict, torch.Tensor, dict]:
+            prune_unseen: bool = False, close: int = 0, near: float | None = None, regrow: bool = True,
+            capped_at: int = -1) -> tuple[dict, torch.Tensor, dict]:
     n = len(grads)
     model = _model(n)
     with torch.no_grad():
         model.params["opacities"][:low_opacity] = -10.0  # below prune_opa: pruned after growing
     d = Densify(DensifyConfig(max_gaussians=budget, grow_grad2d=2e-4, prune_big=True, refine_start_iter=0,
                               refine_stop_iter=15_000, refine_every=1, reset_every=10**9, prune_unseen=prune_unseen,
-                              prune_near=near is not None), near=near)
+                              prune_near=near is not None, regrow_at_budget=regrow), near=near)
     state = d.initialize_state(scene_scale=1.0)
+    state["capped_at"] = capped_at
     count = torch.ones(n)
     count[n - unseen:] = 0  # the last `unseen` were drawn by no training render since the last refinement
     state.update(grad2d=grads.clone(), count=count, radii=torch.zeros(n))
@@ -68,6 +70,17 @@ def test_past_the_budget_the_largest_gradients_grow_and_pruning_goes_on():
     assert full["densify_duplicated"] == 0 and full["densify_over_budget"] == wanted
 
 
+def test_without_regrowth_nothing_grows_after_the_budget_was_first_reached():
+    grads = torch.rand(100, generator=torch.Generator().manual_seed(1)) * 4e-4
+    _, _, first = _refine(110, grads, low_opacity=5, regrow=False)  # the first capped refinement fills the room
+    assert 8 <= first["densify_duplicated"] <= 10 and first["densify_pruned"] == 5
+    _, again, regrown = _refine(110, grads, low_opacity=5, capped_at=0)  # later: the room is refilled ...
+    assert regrown["densify_duplicated"] > 0
+    _, means, later = _refine(110, grads, low_opacity=5, regrow=False, capped_at=0)  # ... unless told not to
+    assert later["densify_duplicated"] == later["densify_split"] == 0
+    assert later["densify_pruned"] == 5 and len(means) == 95  # pruning goes on
+
+
 def test_unseen_gaussians_are_pruned_only_when_asked():
     grads = torch.zeros(50)  # nothing grows
     _, means_kept, ev_kept = _refine(None, grads, unseen=7)
@@ -104,7 +117,8 @@ def _train(scene, points: np.ndarray, **densify: bool) -> tuple[np.ndarray, list
     model = model_from_points(points, colors, init=InitConfig(), optim=optim, scene=scene, device=torch.device("cpu"))
     model.add_strategy(Densify(DensifyConfig(max_gaussians=None, grow_grad2d=1.0, prune_big=False, prune_opa=0.0,
                                              refine_start_iter=10, refine_stop_iter=1000, refine_every=20,
-                                             reset_every=10**9, **densify), near=float(scene.near)))
+                                             reset_every=10**9, regrow_at_budget=True, **densify),
+                                     near=float(scene.near)))
     method = SplatMethod(scene, model, optim=optim, loss=LossConfig(), total_steps=25, seed=0)
     state = train_loop(method, LoopState(), until=25, label="densify", show_progress=False)
     return model.params["means"].detach().numpy(), state.history

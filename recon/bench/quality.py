@@ -55,6 +55,7 @@ TOGGLES: dict[str, tuple[str, str, str]] = {
     "prune_near": ("--densify.prune-near", "True", "False"),
     "prune_unseen": ("--densify.prune-unseen", "True", "False"),
     "dense_init": ("--init.kind", "dense", "sfm"),
+    "regrow": ("--densify.regrow-at-budget", "True", "False"),
 }
 
 
