@@ -181,7 +181,8 @@ class DensifyConfig:
     regrow_at_budget: bool | None = None
     """Once the budget is reached, go on growing into the room each refinement's pruning leaves (the
     largest gradients first); False = no growth after the first refinement the budget limited
-    (pruning and opacity resets go on). None = as the preset says: on in both."""
+    (pruning and opacity resets go on). None = as the preset says: on in vanilla (3DGS densifies
+    on), off in sparse (regrowth at the budget cost fern 0.18 dB, flower 0.09 and DTU scan24 0.81 at 10k)."""
 
 
 @dataclass
@@ -378,7 +379,7 @@ def resolve(cfg: TrainConfig, *, device_type: str, n_photos: int | None = None) 
         if densify.refine_stop_iter is None:
             densify = dataclasses.replace(densify, refine_stop_iter=cfg.iters if sparse else 5_000)
         if densify.regrow_at_budget is None:
-            densify = dataclasses.replace(densify, regrow_at_budget=True)
+            densify = dataclasses.replace(densify, regrow_at_budget=not sparse)
         if densify.max_gaussians is None:
             densify = dataclasses.replace(densify, max_gaussians=CPU_GAUSSIAN_BUDGET if device == "cpu" else 1_000_000)
         cameras = cfg.cameras

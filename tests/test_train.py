@@ -76,7 +76,8 @@ def test_sparse_preset_is_the_default_for_few_views_and_flags_still_win(tiny_sce
 def test_the_presets_densify_as_their_methods(tiny_scene):
     """vanilla: 3DGS's threshold, big-Gaussian prune, densification to 5k; sparse: DropGaussian's
     released settings (threshold 5e-4, opacity prune only, densification to the last step) and the
-    prunes of what no training render draws and of what one draws in front of the near bound."""
+    prunes of what no training render draws and of what one draws in front of the near bound; once
+    the Gaussian budget is reached, vanilla goes on regrowing into what pruning frees and sparse does not."""
     from recon.train import parse_train
 
     v = parse_train([str(tiny_scene), "--iters", "800"]).cfg.densify
@@ -90,6 +91,7 @@ def test_the_presets_densify_as_their_methods(tiny_scene):
     sparse, vanilla = Densify(s.densify, near=1.5).inner, Densify(v, near=1.5).inner
     assert s.densify.prune_unseen and sparse.prune_unseen and not vanilla.prune_unseen
     assert s.densify.prune_near and sparse.near == 1.5 and vanilla.near is None
+    assert vanilla.regrow_at_budget and not sparse.regrow_at_budget
     assert vanilla.prune_scale3d == 0.1 and sparse.prune_scale3d == float("inf")
     assert sparse.grow_grad2d == 5e-4
     s = parse_train([str(tiny_scene), "--views", "3", "--densify.grow-grad2d", "3e-4", "--densify.prune-big", "True"]).cfg

@@ -45,8 +45,9 @@ class QualityBench:
     """Presets compared in the same invocation: vanilla, sparse, or an ablation of one, a preset followed
     by +name / -name to switch a prior (dropout, sfm_depth, binocular, pseudo_views, needles, ...) or
     a densification prune (prune_near, prune_unseen) on or off, or dense_init (+: SfM points plus
-    plane-sweep matches, -: SfM points alone), or regrow (-: no densification growth once the
-    Gaussian budget was reached): sparse-dropout, sparse+binocular, sparse+dense_init, sparse-regrow."""
+    plane-sweep matches, -: SfM points alone), or regrow (+: densification goes on growing into
+    what pruning frees once the Gaussian budget was reached, as in vanilla; -: it stops, as in sparse):
+    sparse-dropout, sparse+binocular, sparse+dense_init, sparse+regrow."""
     data: Path | None = None
     """Folder holding the scenes (default ../shared/data next to the repository)."""
     scenes: tuple[str, ...] = ()
