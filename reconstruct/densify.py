@@ -99,7 +99,8 @@ class Densify:
             "resolve the config first"
         assert d.grow_grad2d is not None and d.refine_stop_iter is not None  # for the type checker
         self.inner = CountingDefaultStrategy(
-            budget=d.max_gaussians, regrow_at_budget=bool(d.regrow_at_budget), prune_unseen=bool(d.prune_unseen), near=self.near if d.prune_near and _is_bound(self.near) else None,
+            budget=d.max_gaussians, regrow_at_budget=bool(d.regrow_at_budget), prune_unseen=bool(d.prune_unseen),
+            near=self.near if d.prune_near and _is_bound(self.near) else None,
             prune_opa=d.prune_opa, grow_grad2d=d.grow_grad2d,
             prune_scale3d=0.1 if d.prune_big else float("inf"),
             refine_start_iter=d.refine_start_iter, refine_stop_iter=d.refine_stop_iter,
