@@ -27,8 +27,9 @@ protocol (17.42 against 18.02 dB, 10k steps, 504x378). At the full schedule (`re
 --protocol paper --presets sparse-dropout ...`, 10k steps, one thread a run; benchmarks/quality), against
 the preset as it was then (the depth loss on every SfM point): without dropout fern 3 views 18.61 /
 0.560 against 18.89 / 0.577 and lego 8 views 22.73 / 0.846 against 22.86 / 0.849, so dropout stays; with binocular consistency lego rose to 23.26 / 0.858
-(+0.40 dB, 1.85x the training time) and with pseudo views to 23.04 / 0.852 (+0.18, 1.17x), not yet
-measured on LLFF at that schedule, so neither is in the preset; without the SfM depth loss lego rose to
+(+0.40 dB, 1.85x the training time) and with pseudo views to 23.04 / 0.852 (+0.18, 1.17x); against
+the current preset binocular gives lego +0.29 and flower +0.05 but costs fern 0.47 (20.62 against
+21.09), and pseudo views cost fern 0.48, so neither is in the preset; without the SfM depth loss lego rose to
 23.17 / 0.852 (+0.31): its 82 SIFT points, the ones the init refused as too few, were worse than no
 depth, so the loss now needs as many points as the init does (``SfmDepthConfig.min_points``, 200 in the preset). Measured with
 `recon bench priors` at short budgets (CPU,
